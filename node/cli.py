@@ -1,0 +1,49 @@
+"""The `trustchain` command line.
+
+Each command group lives in its own module with a ``register(subparsers)``
+function; this module only assembles them.  A command returns its exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from trustchain.node import cli_bench, cli_node
+from trustchain.node.errors import UserError
+
+# Command groups in the order `trustchain --help` lists them.
+_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    cli_node.register,
+    cli_bench.register,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trustchain",
+        description="TrustChain: a certificate authority run by a BFT cluster of peer daemons.",
+        epilog="Run `trustchain COMMAND --help` for a command's options and an example.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in _GROUPS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except UserError as exc:
+        print(f"trustchain: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

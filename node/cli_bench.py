@@ -1,0 +1,25 @@
+"""`trustchain bench ...`: benchmarks that print figures.
+
+Each benchmark module has a ``register(bench_subparsers)`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+_Register = Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]
+
+
+def _benches() -> list[_Register]:
+    # Imported here so that `trustchain --help` does not pay for every benchmark.
+    from trustchain.node import bench_transport
+
+    return [bench_transport.register]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser("bench", help="measure throughput and latency (prints figures)")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+    for register_bench in _benches():
+        register_bench(bench_sub)
