@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-_Register = Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]
+if TYPE_CHECKING:
+    _Register = Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]
 
 
 def _benches() -> list[_Register]:

@@ -7,7 +7,12 @@ import textwrap
 from pathlib import Path
 
 from trustchain.node import identity
-from trustchain.node.config import Validator, genesis_entry_toml, parse_address
+from trustchain.node.config import (
+    Validator,
+    genesis_entry_toml,
+    load_node_config,
+    parse_address,
+)
 from trustchain.node.errors import UserError
 
 
@@ -34,7 +39,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init.add_argument("--name", required=True, help="validator name, unique in the cluster")
     init.add_argument("--listen", required=True, help="QUIC peer address, [IPv6]:PORT")
     init.add_argument("--power", type=int, default=1, help="voting power (default 1)")
+    init.add_argument(
+        "--genesis",
+        type=Path,
+        default=Path("../genesis.toml"),
+        help="genesis file path written into node.toml, relative to DIR (default ../genesis.toml)",
+    )
     init.set_defaults(func=cmd_init)
+
+    run = node_sub.add_parser(
+        "run",
+        help="run a validator until SIGTERM",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent(
+            """\
+            Runs one validator: joins the authenticated QUIC mesh of the validators in
+            the genesis file and logs one JSON line per event to stderr.  SIGTERM or
+            SIGINT stops it cleanly.
+
+            example:
+              trustchain node run --config nodes/v1/node.toml
+            """
+        ),
+    )
+    run.add_argument("--config", required=True, type=Path, help="the node's node.toml")
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from trustchain.node import daemon, log
+
+    config = load_node_config(args.config)
+    log.configure(config.log_level)
+    return daemon.main(config)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -47,10 +84,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     ident = identity.generate(args.name)
     identity.save(ident, args.dir)
     (args.dir / "node.toml").write_text(
-        f'name = "{args.name}"\n'
-        f'listen = "{listen}"\n'
-        'data_dir = "."\n'
-        'genesis = "../genesis.toml"\n'
+        f'name = "{args.name}"\nlisten = "{listen}"\ndata_dir = "."\ngenesis = "{args.genesis}"\n'
     )
     entry = Validator(args.name, listen, ident.public_key_raw, args.power)
     print(genesis_entry_toml(entry), end="")

@@ -131,7 +131,9 @@ def _one_of(*choices: str) -> Checker:
 def _name(value: Any) -> str:
     text = _string(value)
     if len(text) > 64 or not all(c.isalnum() or c in "-_." for c in text):
-        raise ValueError(f"expected a name of at most 64 letters, digits, '-', '_' or '.', got {text!r}")
+        raise ValueError(
+            f"expected a name of at most 64 letters, digits, '-', '_' or '.', got {text!r}"
+        )
     return text
 
 

@@ -84,7 +84,9 @@ def save(identity: Identity, data_dir: Path) -> None:
     if key_path.exists():
         raise UserError(f"{key_path} already exists; refusing to overwrite a node's key")
     write_private_key(key_path, identity.key)
-    (data_dir / "tls.pem").write_bytes(identity.certificate.public_bytes(serialization.Encoding.PEM))
+    (data_dir / "tls.pem").write_bytes(
+        identity.certificate.public_bytes(serialization.Encoding.PEM)
+    )
 
 
 def load(name: str, key_path: Path, cert_path: Path) -> Identity:
@@ -92,7 +94,9 @@ def load(name: str, key_path: Path, cert_path: Path) -> Identity:
     try:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except FileNotFoundError:
-        raise UserError(f"{key_path}: consensus key not found; run `trustchain node init`") from None
+        raise UserError(
+            f"{key_path}: consensus key not found; run `trustchain node init`"
+        ) from None
     except ValueError as exc:
         raise UserError(f"{key_path}: not a PEM private key: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -100,7 +104,9 @@ def load(name: str, key_path: Path, cert_path: Path) -> Identity:
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except FileNotFoundError:
-        raise UserError(f"{cert_path}: TLS certificate not found; run `trustchain node init`") from None
+        raise UserError(
+            f"{cert_path}: TLS certificate not found; run `trustchain node init`"
+        ) from None
     except ValueError as exc:
         raise UserError(f"{cert_path}: not a PEM certificate: {exc}") from None
     cert_key = cert.public_key()

@@ -73,4 +73,3 @@ class EventLogger:
 
 def get_logger(component: str, **bound: Any) -> EventLogger:
     return EventLogger(component, **bound)
-

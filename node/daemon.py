@@ -1,0 +1,104 @@
+"""`trustchain node run`: one validator process.
+
+At this stage the daemon runs the authenticated peer mesh and a heartbeat
+over it: every second it sends each peer a ``ping`` carrying a sequence
+number, answers every ``ping`` with a ``pong``, and logs the round-trip
+time.  The consensus, CA, CT and DNS services attach to the same
+`PeerNetwork` as they land.
+
+SIGTERM and SIGINT cancel the whole task tree: every connection and socket
+is closed before the process exits with status 0.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import trio
+
+from trustchain.node import identity
+from trustchain.node.config import NodeConfig, load_genesis
+from trustchain.node.errors import UserError
+from trustchain.node.log import EventLogger, get_logger
+from trustchain.node.peer import PeerNetwork
+
+HEARTBEAT_INTERVAL = 1.0
+
+
+def check_membership(config: NodeConfig, me: identity.Identity) -> None:
+    """The node must be in genesis, under its own key and listen address."""
+    genesis = load_genesis(config.genesis)
+    try:
+        entry = genesis.validator(config.name)
+    except KeyError:
+        raise UserError(
+            f"{config.path}: node '{config.name}' is not a validator in {config.genesis}; "
+            "add the entry `trustchain node init` printed"
+        ) from None
+    if entry.public_key != me.public_key_raw:
+        raise UserError(
+            f"{config.genesis}: the public key of '{config.name}' is not this node's key "
+            f"({config.consensus_key})"
+        )
+    if entry.address != config.listen:
+        raise UserError(
+            f"{config.genesis}: '{config.name}' is listed at {entry.address} but "
+            f"{config.path} listens on {config.listen}"
+        )
+
+
+async def _heartbeat(network: PeerNetwork, log: EventLogger) -> None:
+    seq = 0
+    while True:
+        seq += 1
+        network.broadcast({"type": "ping", "seq": seq, "sent": trio.current_time()})
+        await trio.sleep(HEARTBEAT_INTERVAL)
+
+
+async def _serve_messages(network: PeerNetwork, log: EventLogger) -> None:
+    async for peer, message in network:
+        kind = message.get("type")
+        if kind == "ping":
+            reply = {"type": "pong", "seq": message.get("seq"), "echo": message.get("sent")}
+            network.send(peer, reply)
+        elif kind == "pong":
+            sent = message.get("echo")
+            rtt = (trio.current_time() - sent) * 1000 if isinstance(sent, float) else None
+            log.info(
+                "mesh.pong",
+                peer=peer,
+                seq=message.get("seq"),
+                rtt_ms=None if rtt is None else round(rtt, 3),
+            )
+        else:
+            log.warning("mesh.unknown_message", peer=peer, type=str(kind))
+
+
+async def _ready_when_connected(network: PeerNetwork, log: EventLogger) -> None:
+    await network.wait_connected()
+    log.info("node.ready", peers=sorted(network.connected_peers()))
+
+
+async def run(config: NodeConfig) -> None:
+    me = identity.load(config.name, config.consensus_key, config.tls_certificate)
+    check_membership(config, me)
+    genesis = load_genesis(config.genesis)
+    log = get_logger("node", node=config.name)
+    network = PeerNetwork(me, genesis, config.listen, config.peer)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(network.run)
+            log.info("node.started", listen=str(config.listen), validators=len(genesis.validators))
+            nursery.start_soon(_serve_messages, network, log)
+            nursery.start_soon(_heartbeat, network, log)
+            nursery.start_soon(_ready_when_connected, network, log)
+            async for signum in signals:
+                log.info("node.stopping", signal=signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+    log.info("node.stopped")
+
+
+def main(config: NodeConfig) -> int:
+    trio.run(run, config)
+    return 0

@@ -1,0 +1,373 @@
+"""Drive aioquic's sans-IO QuicConnection from trio over IPv6 UDP sockets.
+
+aioquic's QuicConnection takes input from three places only (the API user,
+``receive_datagram`` and ``handle_timer``) and answers through
+``datagrams_to_send``, ``get_timer`` and ``next_event``.  This module owns the
+sockets and clocks around it; everything protocol-specific lives in a
+`LinkHandler` that receives the connection's events.
+
+Loop shape (as in dnspython's dns/quic/_trio.py): each connection has one task
+that waits for the next datagram inside a cancel scope whose deadline is the
+connection's timer.  Other tasks that call the QuicConnection API (to send
+stream data, to close) must call `QuicLink.wake` afterwards so the loop
+transmits.  Handlers run inside the loop task and must not block.
+
+Addresses are IPv6 4-tuples ``(host, port, flowinfo, scope_id)`` throughout:
+that is what ``recvfrom`` returns on an AF_INET6 socket, and aioquic compares
+the address of every datagram with the path it knows, so a 2-tuple given to
+``connect`` would make it ignore the server's replies.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import trio
+from aioquic._buffer import Buffer  # re-exported by aioquic.buffer without __all__
+from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import (
+    QuicPacketType,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+
+from trustchain.node.config import Address
+
+Addr = tuple[str, int, int, int]
+"""An IPv6 socket address as recvfrom returns it."""
+
+MAX_DATAGRAM = 65536
+INBOX_SIZE = 1024
+"""Datagrams queued for one connection; past this they are dropped like on a full NIC
+queue, and QUIC's loss recovery resends them."""
+
+
+def ipv6_addr(address: Address) -> Addr:
+    return (address.host, address.port, 0, 0)
+
+
+def udp_socket() -> trio.socket.SocketType:
+    """An AF_INET6 UDP socket that refuses IPv4 (IPV6_V6ONLY)."""
+    sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return sock
+
+
+class LinkHandler(Protocol):
+    """What a protocol plugs into a QuicLink.  Called from the link's task only."""
+
+    def quic_event(self, link: QuicLink, event: events.QuicEvent) -> None:
+        """Handle one event; may call link.quic's API (the loop transmits afterwards)."""
+
+    def link_closed(self, link: QuicLink) -> None:
+        """The connection is gone (terminated, timed out or cancelled)."""
+
+
+class QuicLink:
+    """One QUIC connection and the task that drives it.
+
+    The link's task owns `quic`; other tasks may call its API (they run on the
+    same trio thread) but must call `wake()` afterwards.
+    """
+
+    def __init__(
+        self,
+        quic: QuicConnection,
+        remote: Addr,
+        send: Callable[[bytes, Addr], Awaitable[object]],
+    ) -> None:
+        self.quic = quic
+        self.remote = remote
+        self.handler: LinkHandler | None = None
+        self.closed = trio.Event()
+        self.close_reason: events.ConnectionTerminated | None = None
+        self._send = send
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[bytes, Addr] | None](
+            INBOX_SIZE
+        )
+        self._wake_pending = False
+        self._scope = trio.CancelScope()
+        self.handshake_complete = False
+
+    def wake(self) -> None:
+        """Make the loop transmit what the QuicConnection API calls queued."""
+        if self._wake_pending or self.closed.is_set():
+            return
+        try:
+            self._inbox_send.send_nowait(None)
+            self._wake_pending = True
+        except trio.WouldBlock:
+            pass  # the loop has datagrams to process; it transmits after them anyway
+
+    def deliver(self, data: bytes, addr: Addr) -> None:
+        """Queue a datagram from the socket reader (server side)."""
+        try:
+            self._inbox_send.send_nowait((data, addr))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            pass  # dropped; the peer's loss recovery resends
+
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        if not self.closed.is_set():
+            self.quic.close(error_code=error_code, reason_phrase=reason)
+            self.wake()
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection without telling the peer (it is unreachable anyway)."""
+        if self.close_reason is None:
+            self.close_reason = events.ConnectionTerminated(
+                error_code=0, frame_type=None, reason_phrase=reason
+            )
+        self._scope.cancel()
+
+    def _take(self, item: tuple[bytes, Addr] | None) -> None:
+        if item is None:
+            self._wake_pending = False
+        else:
+            self.quic.receive_datagram(item[0], item[1], now=trio.current_time())
+
+    async def run(self) -> None:
+        """Drive the connection until it terminates; the link is closed on return."""
+        try:
+            with self._scope:
+                await self._loop()
+        finally:
+            self._finish()
+
+    async def _loop(self) -> None:
+        if self.quic.configuration.is_client:
+            await self._transmit()  # the Initial that connect() queued
+        while self.close_reason is None:
+            timer = self.quic.get_timer()
+            with trio.move_on_at(timer if timer is not None else math.inf):
+                self._take(await self._inbox.receive())
+                # Batch whatever else is already queued before answering.
+                while True:
+                    try:
+                        self._take(self._inbox.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+            if timer is not None and trio.current_time() >= timer:
+                self.quic.handle_timer(now=trio.current_time())
+            self._dispatch()
+            await self._transmit()
+
+    def _dispatch(self) -> None:
+        while (event := self.quic.next_event()) is not None:
+            if isinstance(event, events.HandshakeCompleted):
+                self.handshake_complete = True
+            elif isinstance(event, events.ConnectionTerminated):
+                self.close_reason = event
+            if self.handler is not None:
+                self.handler.quic_event(self, event)
+
+    async def _transmit(self) -> None:
+        for data, addr in self.quic.datagrams_to_send(now=trio.current_time()):
+            try:
+                await self._send(data, addr)
+            except OSError:
+                pass  # unreachable peer or full buffer: loss recovery resends
+
+    def _finish(self) -> None:
+        if self.close_reason is None:
+            self.close_reason = events.ConnectionTerminated(
+                error_code=0, frame_type=None, reason_phrase="closed locally"
+            )
+        self.closed.set()
+        self._inbox_send.close()
+        if self.handler is not None:
+            self.handler.link_closed(self)
+
+
+async def connect(
+    remote: Address,
+    configuration: QuicConfiguration,
+    handler: LinkHandler,
+    nursery: trio.Nursery,
+) -> QuicLink:
+    """Open a client connection to `remote` on its own connected socket.
+
+    The link's task and socket reader run in `nursery`; both end when the
+    connection does.  Returns as soon as the first Initial packet is queued;
+    the handler hears HandshakeCompleted (or ConnectionTerminated).
+    """
+    sock = udp_socket()
+    target = ipv6_addr(remote)
+    try:
+        await sock.connect(target)
+        # aioquic checks each datagram's address against the path, so use the
+        # full 4-tuple the kernel reports for the peer.
+        target = sock.getpeername()
+    except OSError:
+        sock.close()
+        raise
+
+    async def send(data: bytes, addr: Addr) -> None:
+        await sock.send(data)
+
+    quic = QuicConnection(configuration=configuration)
+    link = QuicLink(quic, target, send)
+    link.handler = handler
+    quic.connect(target, now=trio.current_time())
+
+    async def reader() -> None:
+        with sock:
+            while True:
+                try:
+                    data = await sock.recv(MAX_DATAGRAM)
+                except ConnectionRefusedError:
+                    # ICMP port unreachable: nobody listens there.  Before the
+                    # handshake that is a failed dial; after it, a blip that
+                    # the connection's idle timeout judges.
+                    if not link.handshake_complete:
+                        link.abort("connection refused")
+                    continue
+                except OSError:
+                    continue
+                link.deliver(data, target)
+
+    async def run_link() -> None:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(reader)
+            try:
+                await link.run()
+            finally:
+                inner.cancel_scope.cancel()
+
+    nursery.start_soon(run_link)
+    return link
+
+
+class QuicServer:
+    """Accepts QUIC connections on one UDP socket and demultiplexes datagrams.
+
+    Datagrams are routed by destination connection ID; an Initial packet with
+    an unknown one (and a full-size datagram, RFC 9000 section 14.1) starts a
+    new connection whose handler comes from `handler_factory`.
+    """
+
+    def __init__(
+        self,
+        configuration: QuicConfiguration,
+        handler_factory: Callable[[QuicLink], LinkHandler],
+        *,
+        max_connections: int = 1024,
+        max_connections_per_host: int = 64,
+    ) -> None:
+        assert not configuration.is_client
+        self.configuration = configuration
+        self.handler_factory = handler_factory
+        self.max_connections = max_connections
+        self.max_connections_per_host = max_connections_per_host
+        self.local: Addr | None = None
+        self.links: set[QuicLink] = set()
+        # Owned by the reader task: connection ID -> link.
+        self._routes: dict[bytes, QuicLink] = {}
+        self._per_host: dict[str, int] = {}
+
+    async def serve(
+        self, listen: Address, *, task_status: trio.TaskStatus[Addr] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled; reports the bound address through task_status."""
+        sock = udp_socket()
+        with sock:
+            await sock.bind(ipv6_addr(listen))
+            self.local = sock.getsockname()
+            async with trio.open_nursery() as nursery:
+                task_status.started(self.local)
+                await self._read(sock, nursery)
+
+    async def _read(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
+        async def send(data: bytes, addr: Addr) -> None:
+            await sock.sendto(data, addr)
+
+        cid_length = self.configuration.connection_id_length
+        while True:
+            try:
+                data, addr = await sock.recvfrom(MAX_DATAGRAM)
+            except OSError:
+                continue
+            try:
+                header = pull_quic_header(Buffer(data=data), host_cid_length=cid_length)
+            except ValueError:
+                continue  # not QUIC: ignore, as RFC 9000 section 5.2.2 allows
+            if (
+                header.version is not None
+                and header.version not in self.configuration.supported_versions
+            ):
+                await send(
+                    encode_quic_version_negotiation(
+                        source_cid=header.destination_cid,
+                        destination_cid=header.source_cid,
+                        supported_versions=self.configuration.supported_versions,
+                    ),
+                    addr,
+                )
+                continue
+            link = self._routes.get(header.destination_cid)
+            if link is None:
+                if header.packet_type != QuicPacketType.INITIAL or len(data) < 1200:
+                    continue
+                link = self._accept(header.destination_cid, addr, send, nursery)
+                if link is None:
+                    continue
+            link.deliver(data, addr)
+
+    def _accept(
+        self,
+        original_cid: bytes,
+        addr: Addr,
+        send: Callable[[bytes, Addr], Awaitable[None]],
+        nursery: trio.Nursery,
+    ) -> QuicLink | None:
+        host = addr[0]
+        if (
+            len(self.links) >= self.max_connections
+            or self._per_host.get(host, 0) >= self.max_connections_per_host
+        ):
+            return None  # the client retries its Initial and gives up on its own
+        quic = QuicConnection(
+            configuration=self.configuration,
+            original_destination_connection_id=original_cid,
+        )
+        link = QuicLink(quic, addr, send)
+        link.handler = _Routing(self, link, self.handler_factory(link))
+        self.links.add(link)
+        self._per_host[host] = self._per_host.get(host, 0) + 1
+        self._routes[original_cid] = link
+        self._routes[quic.host_cid] = link
+        nursery.start_soon(link.run)
+        return link
+
+    def _forget(self, link: QuicLink) -> None:
+        self.links.discard(link)
+        host = link.remote[0]
+        self._per_host[host] -= 1
+        if not self._per_host[host]:
+            del self._per_host[host]
+        for cid in [cid for cid, owner in self._routes.items() if owner is link]:
+            del self._routes[cid]
+
+
+class _Routing:
+    """Keeps the server's connection-ID table in step with one link, then delegates."""
+
+    def __init__(self, server: QuicServer, link: QuicLink, inner: LinkHandler) -> None:
+        self.server = server
+        self.inner = inner
+
+    def quic_event(self, link: QuicLink, event: events.QuicEvent) -> None:
+        if isinstance(event, events.ConnectionIdIssued):
+            self.server._routes[event.connection_id] = link
+        elif isinstance(event, events.ConnectionIdRetired):
+            if self.server._routes.get(event.connection_id) is link:
+                del self.server._routes[event.connection_id]
+        self.inner.quic_event(link, event)
+
+    def link_closed(self, link: QuicLink) -> None:
+        self.server._forget(link)
+        self.inner.link_closed(link)

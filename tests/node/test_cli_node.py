@@ -1,0 +1,141 @@
+"""The `trustchain` command line as a user runs it: real processes on ::1."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from trustchain.node import identity
+from trustchain.node.cli import build_parser
+from trustchain.node.localcluster import LocalCluster
+
+BIN = Path(sys.executable).parent / "trustchain"
+
+
+def trustchain(
+    *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
+
+
+def leaf_parsers() -> list[tuple[str, ...]]:
+    """Every runnable command path, e.g. ("node", "init")."""
+    found: list[tuple[str, ...]] = []
+
+    def walk(parser: object, path: tuple[str, ...]) -> None:
+        subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]  # type: ignore[attr-defined]
+        if not subs:
+            found.append(path)
+        for action in subs:
+            for name, child in action.choices.items():
+                walk(child, (*path, name))
+
+    walk(build_parser(), ())
+    return found
+
+
+@pytest.mark.parametrize("command", leaf_parsers(), ids=" ".join)
+def test_every_command_has_help_with_an_example(command: tuple[str, ...]) -> None:
+    result = trustchain(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "example" in result.stdout, f"`trustchain {' '.join(command)} --help` shows no example"
+
+
+def test_node_init_creates_private_key_and_pinned_certificate(tmp_path: Path) -> None:
+    result = trustchain(
+        "node", "init", "--dir", str(tmp_path / "v1"), "--name", "v1", "--listen", "[::1]:7001"
+    )
+    assert result.returncode == 0, result.stderr
+    key_path = tmp_path / "v1" / "consensus.key"
+    assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
+    loaded = identity.load("v1", key_path, tmp_path / "v1" / "tls.pem")  # checks cert matches key
+    entry = tomllib.loads(result.stdout)["validators"][0]
+    assert entry["name"] == "v1" and entry["address"] == "[::1]:7001" and entry["power"] == 1
+    import base64
+
+    assert base64.b64decode(entry["public_key"]) == loaded.public_key_raw
+    # A second init must not overwrite the key.
+    again = trustchain(
+        "node", "init", "--dir", str(tmp_path / "v1"), "--name", "v1", "--listen", "[::1]:7001"
+    )
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("listen", "message"),
+    [("127.0.0.1:7001", "expected an IPv6 address"), ("[::ffff:10.0.0.1]:7001", "IPv4-mapped")],
+)
+def test_node_init_refuses_ipv4(tmp_path: Path, listen: str, message: str) -> None:
+    result = trustchain(
+        "node", "init", "--dir", str(tmp_path / "x"), "--name", "x", "--listen", listen
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_node_run_reports_bad_config_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "node.toml").write_text('name = "v1"\nlisten = "[::1]:7001"\nport = 3\n')
+    result = trustchain("node", "run", "--config", str(tmp_path / "node.toml"))
+    assert result.returncode == 2
+    assert "unknown key 'port'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_node_run_refuses_key_that_genesis_does_not_list(tmp_path: Path) -> None:
+    cluster = LocalCluster.create(tmp_path / "c", 2)
+    other = tmp_path / "other"
+    identity.save(identity.generate("v1"), other)
+    for name in ("consensus.key", "tls.pem"):
+        (cluster.directory / "v1" / name).unlink()
+        (cluster.directory / "v1" / name).write_bytes((other / name).read_bytes())
+    result = trustchain("node", "run", "--config", str(cluster.node("v1").config))
+    assert result.returncode == 2 and "is not this node's key" in result.stderr
+
+
+@pytest.mark.slow
+def test_node_processes_form_mesh_survive_sigkill_and_stop_on_sigterm(tmp_path: Path) -> None:
+    cluster = LocalCluster.create(tmp_path / "c", 4)
+    cluster.start()
+    try:
+
+        def pongs_from_all(events: dict[str, list[dict[str, object]]], after: float = 0) -> bool:
+            return all(
+                {
+                    e.get("peer")
+                    for e in evs
+                    if e.get("event") == "mesh.pong" and float(e["ts"]) > after
+                }  # type: ignore[arg-type]
+                == {n.name for n in cluster.nodes} - {name}
+                for name, evs in events.items()
+            )
+
+        assert cluster.wait(pongs_from_all, timeout=30)
+        assert all(any(e.get("event") == "node.ready" for e in n.events()) for n in cluster.nodes)
+        # Crash v2 with SIGKILL, restart it from its directory: the mesh heals.
+        cluster.node("v2").kill()
+        import time
+
+        restarted_at = time.time()
+        cluster.node("v2").start()
+        assert cluster.wait(lambda ev: pongs_from_all(ev, after=restarted_at + 0.5), timeout=30)
+    finally:
+        statuses = cluster.stop()
+    assert statuses == {"v1": 0, "v2": 0, "v3": 0, "v4": 0}
+    for node in cluster.nodes:
+        assert node.events()[-1]["event"] == "node.stopped"
+
+
+@pytest.mark.slow
+def test_mesh_command_shows_four_peers_talking(tmp_path: Path) -> None:
+    result = trustchain("mesh", "--nodes", "4", "--dir", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every pair authenticated over QUIC" in result.stdout
+    for name in ("v1", "v2", "v3", "v4"):
+        assert f"{name}: authenticated" in result.stdout
