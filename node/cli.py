@@ -10,13 +10,14 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from trustchain.node import cli_bench, cli_mesh, cli_node
+from trustchain.node import cli_bench, cli_mesh, cli_node, cli_proofs
 from trustchain.node.errors import UserError
 
 # Command groups in the order `trustchain --help` lists them.
 _GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     cli_node.register,
     cli_mesh.register,
+    cli_proofs.register,
     cli_bench.register,
 ]
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trustchain.consensus.proofs.errors import GenesisSectionError
+from trustchain.consensus.proofs.policy import AccountEntry, Policy, parse_accounts, parse_policy
 from trustchain.node.errors import UserError
 
 
@@ -293,6 +295,10 @@ class Genesis:
     path: Path
     chain_id: str
     validators: tuple[Validator, ...]
+    policy: Policy = field(default_factory=Policy)
+    """The proof policy, from [policy] (DESIGN.md section 5; defaults in Policy)."""
+    accounts: tuple[AccountEntry, ...] = ()
+    """The genesis stake allocation, from [[accounts]]."""
 
     def validator(self, name: str) -> Validator:
         for v in self.validators:
@@ -308,6 +314,8 @@ class Genesis:
 _GENESIS_KEYS = {
     "chain_id": Key(_name, required=True),
     "validators": Key(lambda v: v, required=True),
+    "policy": Key(lambda v: v, default={}),
+    "accounts": Key(lambda v: v, default=[]),
 }
 
 _VALIDATOR_KEYS = {
@@ -340,7 +348,18 @@ def load_genesis(path: str | Path) -> Genesis:
                 )
             owners[v[key]] = v["name"]
         validators.append(Validator(v["name"], v["address"], v["public_key"], v["power"]))
-    return Genesis(path=path, chain_id=values["chain_id"], validators=tuple(validators))
+    try:
+        policy = parse_policy(source, values["policy"])
+        accounts = parse_accounts(source, values["accounts"])
+    except GenesisSectionError as exc:
+        raise ConfigError(str(exc)) from None
+    return Genesis(
+        path=path,
+        chain_id=values["chain_id"],
+        validators=tuple(validators),
+        policy=policy,
+        accounts=accounts,
+    )
 
 
 def genesis_entry_toml(v: Validator) -> str:
