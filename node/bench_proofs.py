@@ -40,7 +40,8 @@ from trustchain.consensus.proofs.space import make_space_proof, verify_space
 from trustchain.consensus.proofs.vdf import discriminant, make_time_proof, verify_time
 from trustchain.consensus.proofs.verifier import BundleVerifier
 from trustchain.consensus.proofs.work import check_work, make_work
-from trustchain.node.cli_proofs import _open_plot, create_plot, prove_time
+from trustchain.node.cli_proofs import _open_plot, create_plot, load_account_key, prove_time
+from trustchain.node.errors import UserError
 
 CHAIN = "bench"
 PLOT_K = 18
@@ -81,6 +82,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=Policy().vdf_iterations,
         help="iterations of the client VDF run (default: the policy default)",
     )
+    bench.add_argument(
+        "--plot", type=Path, help="reuse this k=18 plot (made for --account) instead of plotting"
+    )
+    bench.add_argument("--account", type=Path, help="the account key the --plot was made for")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.set_defaults(func=cmd_bench)
 
@@ -118,17 +123,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         flush=True,
     )
     policy = Policy(min_k=PLOT_K, work_bits=BUNDLE_WORK_BITS, vdf_iterations=COLD_ITERATIONS)
-    key = Ed25519PrivateKey.generate()
+    if (args.plot is None) != (args.account is None):
+        raise UserError("--plot and --account go together (a plot made for that account)")
+    key = load_account_key(args.account) if args.account else Ed25519PrivateKey.generate()
     public_key = raw_public_key(key)
     account = account_id(public_key)
     ledger = StakeLedger(CHAIN, policy, [AccountEntry(account, public_key, bonded=10**6)])
 
     with tempfile.TemporaryDirectory(prefix="tc-bench-proofs-") as tmp:
-        plot_path = Path(tmp) / "bench.plot"
-        start = time.perf_counter()
-        create_plot(public_key, PLOT_K, plot_path)
-        figures["client_plot_k18_s"] = time.perf_counter() - start
+        if args.plot is None:
+            plot_path = Path(tmp) / "bench.plot"
+            start = time.perf_counter()
+            create_plot(public_key, PLOT_K, plot_path)
+            figures["client_plot_k18_s"] = time.perf_counter() - start
+        else:
+            plot_path = args.plot
+            figures["client_plot_k18_s"] = None  # not measured: an existing plot was given
         plot = _open_plot(plot_path)
+        if plot.get_size() != PLOT_K:
+            raise UserError(f"{plot_path}: the bench needs a k={PLOT_K} plot")
 
         # One bundle per epoch, each beacon giving the account its own VDF discriminant.
         beacons = {epoch: secrets.token_bytes(32) for epoch in range(epochs)}
@@ -241,35 +254,39 @@ def _print_table(f: dict[str, Any], policy: Policy) -> None:
     v = f["verify_us"]
     goals = f["goals"]
 
-    def verdict(met: bool) -> str:
-        return "met" if met else "MISSED"
+    def row(label: str, value: float | None, note: str = "", digits: int = 1) -> str:
+        shown = "not measured" if value is None else f"{value:.{digits}f}"
+        return f"  {label:<48}{shown:>12}{note}"
 
+    def goal(key: str, met: str) -> str:
+        return f"   goal < {goals[key]:.0f}: {'met' if goals[met] else 'MISSED'}"
+
+    iterations = f["client_vdf_iterations"]
+    default = " (default)" if iterations == Policy().vdf_iterations else ""
     lines = [
         "",
-        f"verification, median microseconds ({f['runs']} runs; time and cold bundle over "
+        f"verification, median microseconds ({f['runs']} runs; time and cold checks over "
         f"{f['beacons']} beacons x 2 rounds):",
-        f"  bundle decode (strict msgpack)              {v['decode']:10.1f}",
-        f"  stake  (ledger lookup + Ed25519 verify)     {v['stake']:10.1f}",
-        f"  work   (one SHA-256)                        {v['work']:10.1f}",
-        f"  space  (chiapos, k={PLOT_K})                      {v['space']:10.1f}",
-        f"  time   (discriminant + Wesolowski)          {v['time']:10.1f}",
-        f"    of which 1024-bit discriminant            {v['time_discriminant']:10.1f}",
-        f"    time check of a {f['client_vdf_iterations']}-iteration proof  "
-        f"{v['time_default_iterations']:10.1f}",
-        f"  bundle check, warm epoch cache              {v['bundle_warm']:10.1f}"
-        f"   goal < {goals['bundle_warm_us']:.0f}: {verdict(goals['warm_met'])}",
-        f"  bundle check, cold epoch cache              {v['bundle_cold']:10.1f}"
-        f"   goal < {goals['bundle_cold_us']:.0f}: {verdict(goals['cold_met'])}",
-        f"  bundle check, cold, discriminant precomputed {v['bundle_cold_precomputed']:9.1f}"
-        f"   goal < {goals['bundle_cold_us']:.0f}: {verdict(goals['cold_precomputed_met'])}",
+        row("bundle decode (strict msgpack)", v["decode"]),
+        row("stake: ledger lookup + Ed25519 verify", v["stake"]),
+        row("work: one SHA-256", v["work"]),
+        row(f"space: chiapos, k={PLOT_K}", v["space"]),
+        row("time: discriminant + Wesolowski", v["time"]),
+        row("  of which the 1024-bit discriminant", v["time_discriminant"]),
+        row(f"  time check of a {iterations}-iteration proof", v["time_default_iterations"]),
+        row("bundle, warm epoch cache", v["bundle_warm"], goal("bundle_warm_us", "warm_met")),
+        row("bundle, cold epoch cache", v["bundle_cold"], goal("bundle_cold_us", "cold_met")),
+        row(
+            "bundle, cold, discriminant precomputed",
+            v["bundle_cold_precomputed"],
+            goal("bundle_cold_us", "cold_precomputed_met"),
+        ),
         "client, seconds:",
-        f"  plot k={PLOT_K}                                  {f['client_plot_k18_s']:10.2f}",
-        f"  VDF, {f['client_vdf_iterations']} iterations (default)          "
-        f"{f['client_vdf_s']:10.2f}",
-        f"  work, {f['client_work_bits']} bits (default)                 "
-        f"{f['client_work_s']:10.2f}",
+        row(f"plot k={PLOT_K}", f["client_plot_k18_s"], digits=2),
+        row(f"VDF, {iterations} iterations{default}", f["client_vdf_s"], digits=2),
+        row(f"work, {f['client_work_bits']} bits (default)", f["client_work_s"], digits=2),
         f"(bundles checked with work_bits={policy.work_bits}, "
-        f"vdf_iterations={policy.vdf_iterations}; load avg at start "
+        f"vdf_iterations={policy.vdf_iterations}; load average at start "
         f"{f['machine']['loadavg_1m']} on {f['machine']['cpus']} cpus)",
     ]
     print("\n".join(lines))
