@@ -235,7 +235,7 @@ def prove_time(
                     estimate = iterations / rate
                     on_progress(
                         min(elapsed / estimate, 0.99),
-                        f"~{rate / 1000:.0f}k squarings/s, {elapsed:.0f}/{estimate:.0f} s",
+                        f"~{rate / 1000:.0f}k squarings/s, {elapsed:.1f} of ~{estimate:.1f} s",
                     )
         except BaseException:
             keep_running.unlink(missing_ok=True)  # chiavdf stops at its next check
@@ -431,6 +431,8 @@ def cmd_make(args: argparse.Namespace) -> int:
         space = make_space_proof(plot, public_key, account, beacon, policy)
     except ProverError as exc:
         raise UserError(f"{args.plot}: {exc}") from None
+    except RuntimeError as exc:  # chiapos, on a damaged plot file
+        raise UserError(f"{args.plot}: cannot read the plot ({exc}); make a new one") from None
     print(f"space: plot k={space.k} answered challenge {space.index}", file=sys.stderr)
 
     bar = Progress(f"time: {policy.vdf_iterations} VDF squarings")

@@ -13,8 +13,8 @@ driven by `advance(now_epoch)` when the epoch changes.
   It also memoizes each account's VDF discriminant for the epoch: chiavdf's
   1024-bit hash-to-prime costs about 14 ms median (with a long tail), more
   than the rest of a cold check together, and it depends only on the beacon
-  and the account, so a node can `precompute_discriminants` for the staked
-  accounts as soon as an epoch's beacon commits, off the request path.
+  and the account, so a node can compute them for the staked accounts as
+  soon as an epoch's beacon commits, off the request path (`add_discriminant`).
 * `ReplayGuard`: digests of committed requests.  A request digest covers its
   epoch, and bundles older than the previous epoch are refused on their epoch
   alone, so a digest only needs remembering for two epochs.
@@ -58,7 +58,10 @@ def time_cache_key(beacon: bytes, account: bytes, epoch: int, proof: TimeProof) 
 
 
 class EpochCache:
-    """Hashes of verified space and time proofs, each with the epoch it answers."""
+    """Hashes of verified space and time proofs, each with the epoch it answers.
+
+    Owned by one thread (the verifier's); nothing here locks.
+    """
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
@@ -87,19 +90,24 @@ class EpochCache:
         if found is not None:
             return found[1]
         value = discriminant(beacon, account)
-        if len(self._discriminants) >= self.max_entries:
-            del self._discriminants[next(iter(self._discriminants))]
-        self._discriminants[(beacon, account)] = (epoch, value)
+        self.add_discriminant(beacon, account, epoch, value)
         return value
+
+    def add_discriminant(self, beacon: bytes, account: bytes, epoch: int, value: str) -> None:
+        """Store a discriminant computed elsewhere (`vdf.discriminant(beacon, account)`).
+
+        The cache belongs to one thread; to precompute off that thread, call
+        `vdf.discriminant` in a worker and hand the results to this method.
+        """
+        if (beacon, account) not in self._discriminants:
+            if len(self._discriminants) >= self.max_entries:
+                del self._discriminants[next(iter(self._discriminants))]
+            self._discriminants[(beacon, account)] = (epoch, value)
 
     def precompute_discriminants(
         self, beacon: bytes, epoch: int, accounts: Iterable[bytes]
     ) -> None:
-        """Compute the discriminants of `accounts` for the epoch ahead of their requests.
-
-        CPU-bound (milliseconds per account): a node runs it in a worker
-        thread when the epoch's beacon commits.
-        """
+        """Compute the discriminants of `accounts` for the epoch, in the calling thread."""
         for account in accounts:
             self.discriminant(beacon, account, epoch)
 

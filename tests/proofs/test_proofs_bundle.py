@@ -414,3 +414,25 @@ def test_decode_of_valid_shape_keeps_policy_checks_for_the_proofs(made: Made) ->
     assert str(err) == "space: proof does not verify for this plot, k=50 and challenge " + str(
         s.index
     )
+
+
+def test_precomputed_discriminants_are_used_and_forgotten_with_their_epoch(made: Made) -> None:
+    from trustchain.consensus.proofs.vdf import discriminant
+
+    account = made.bundle.account
+    cache = EpochCache()
+    # A discriminant of another group, stored for this account: the check must use it, and fail.
+    cache.add_discriminant(made.beacon, account, EPOCH, discriminant(bytes(32), account))
+    err = rejected(made, made.data, verifier=BundleVerifier(CHAIN, TEST_POLICY, cache=cache))
+    assert err.proof == "time"
+    cache = EpochCache()
+    cache.add_discriminant(made.beacon, account, EPOCH, discriminant(made.beacon, account))
+    assert check(made, made.data, verifier=BundleVerifier(CHAIN, TEST_POLICY, cache=cache))
+    # A stale (here: bogus) entry is dropped two epochs on, and recomputed if asked for.
+    bogus = discriminant(bytes(32), account)
+    cache = EpochCache()
+    cache.add_discriminant(made.beacon, account, EPOCH, bogus)
+    cache.advance(EPOCH + 1)
+    assert cache.discriminant(made.beacon, account, EPOCH) == bogus
+    cache.advance(EPOCH + 2)
+    assert cache.discriminant(made.beacon, account, EPOCH) == discriminant(made.beacon, account)
