@@ -1,0 +1,89 @@
+"""Helpers shared by the ct tests (imported by name; tests/ct is on sys.path)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from trustchain.ct import devcerts
+from trustchain.ct.chain import ChainValidator
+from trustchain.ct.client import CTClient, HTTPSConnection, client_context
+from trustchain.ct.sct import EntryType, LogEntry
+from trustchain.ct.sequencer import Submission
+from trustchain.ct.service import CTLog, LogParams
+from trustchain.ct.signer import SoftwareSigner
+from trustchain.ct.store import Check
+
+ORIGIN = "ct.test.example/log"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def new_signer() -> SoftwareSigner:
+    return SoftwareSigner(ec.generate_private_key(ec.SECP256R1()))
+
+
+def fake_submission(i: int, size: int = 40) -> Submission:
+    """An x509 entry whose 'certificate' is opaque bytes (the store does not parse it)."""
+    body = (b"certificate %d " % i).ljust(size, b".")
+    return Submission(LogEntry(EntryType.X509, body))
+
+
+@asynccontextmanager
+async def running_log(
+    data: Path,
+    signer: SoftwareSigner,
+    *,
+    validator: ChainValidator | None = None,
+    params: LogParams | None = None,
+    check: Check = "quick",
+) -> AsyncIterator[CTLog]:
+    log = await CTLog.open(
+        data, signer, ORIGIN, validator, params or LogParams(interval=0.0), check=check
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(log.run)
+            yield log
+            nursery.cancel_scope.cancel()
+    finally:
+        log.close()
+
+
+async def fill(log: CTLog, start: int, count: int, concurrency: int = 50) -> None:
+    """Submit fake entries start..start+count-1 concurrently and wait for all SCTs."""
+
+    async def worker(k: int) -> None:
+        for i in range(start + k, start + count, concurrency):
+            await log.submit(fake_submission(i))
+
+    async with trio.open_nursery() as nursery:
+        for k in range(min(concurrency, count)):
+            nursery.start_soon(worker, k)
+
+
+# --- HTTPS fixtures -----------------------------------------------------------------
+
+
+@dataclass
+class TLSFiles:
+    ca_pem: bytes
+    cert: Path
+    key: Path
+
+
+def tls_files(tmp: Path) -> TLSFiles:
+    ca, server = devcerts.make_tls_server()
+    cert, key = tmp / "tls.pem", tmp / "tls.key"
+    cert.write_bytes(server.pem)
+    key.write_bytes(server.key_pem)
+    return TLSFiles(ca.pem, cert, key)
+
+
+def connect(port: int, tls: TLSFiles, signer: SoftwareSigner | None = None) -> CTClient:
+    conn = HTTPSConnection("::1", port, client_context(cadata=tls.ca_pem))
+    return CTClient(conn, signer.public_key() if signer else None)
