@@ -8,6 +8,7 @@ exits so that its supervisor restarts it from the data directory.
 
 from __future__ import annotations
 
+import base64
 import logging
 import signal
 import ssl
@@ -69,7 +70,7 @@ async def serve_log(
 
     ``task_status.started`` receives the bound URLs (useful with port 0).
     """
-    stop = shutdown or trio.Event()
+    stop = shutdown if shutdown is not None else trio.Event()
     async with trio.open_nursery() as nursery:
         # If the sequencer dies (a fatal storage error), this nursery cancels the
         # HTTP server and the error propagates: the process must restart.
@@ -141,7 +142,7 @@ async def run_standalone(
             origin=cfg.origin,
             tree_size=size,
             sth_timestamp=timestamp,
-            log_id=log_id(signer.public_key()).hex(),
+            log_id=base64.b64encode(log_id(signer.public_key())).decode(),
         )
         stop = trio.Event()
         config = hypercorn_config(cfg.host, cfg.port, cfg.tls_cert, cfg.tls_key)

@@ -106,6 +106,13 @@ def spki_der(public_key: PublicKey) -> bytes:
     )
 
 
+def spki_pem(public_key: PublicKey) -> bytes:
+    """PEM "PUBLIC KEY" (SubjectPublicKeyInfo), what relying parties configure."""
+    return public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 def log_id(public_key: PublicKey) -> bytes:
     """RFC 6962 section 3.2: LogID = SHA-256 of the log's DER SubjectPublicKeyInfo."""
     return hashlib.sha256(spki_der(public_key)).digest()
