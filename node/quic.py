@@ -35,6 +35,7 @@ from aioquic.quic.packet import (
     encode_quic_version_negotiation,
     pull_quic_header,
 )
+from aioquic.tls import SessionTicketFetcher, SessionTicketHandler
 
 from trustchain.node.config import Address
 
@@ -188,12 +189,18 @@ async def connect(
     configuration: QuicConfiguration,
     handler: LinkHandler,
     nursery: trio.Nursery,
+    *,
+    session_ticket_handler: SessionTicketHandler | None = None,
 ) -> QuicLink:
     """Open a client connection to `remote` on its own connected socket.
 
     The link's task and socket reader run in `nursery`; both end when the
     connection does.  Returns as soon as the first Initial packet is queued;
     the handler hears HandshakeCompleted (or ConnectionTerminated).
+
+    To resume a session (and send 0-RTT data), put a ticket in
+    `configuration.session_ticket`; `session_ticket_handler` receives the
+    tickets the server issues on this connection.
     """
     sock = udp_socket()
     target = ipv6_addr(remote)
@@ -209,7 +216,9 @@ async def connect(
     async def send(data: bytes, addr: Addr) -> None:
         await sock.send(data)
 
-    quic = QuicConnection(configuration=configuration)
+    quic = QuicConnection(
+        configuration=configuration, session_ticket_handler=session_ticket_handler
+    )
     link = QuicLink(quic, target, send)
     link.handler = handler
     quic.connect(target, now=trio.current_time())
@@ -248,6 +257,10 @@ class QuicServer:
     Datagrams are routed by destination connection ID; an Initial packet with
     an unknown one (and a full-size datagram, RFC 9000 section 14.1) starts a
     new connection whose handler comes from `handler_factory`.
+
+    Session resumption (and with it 0-RTT) is off unless both ticket callbacks
+    are given: `session_ticket_handler` stores each ticket the server issues,
+    `session_ticket_fetcher` looks one up by label when a client resumes.
     """
 
     def __init__(
@@ -257,12 +270,16 @@ class QuicServer:
         *,
         max_connections: int = 1024,
         max_connections_per_host: int = 64,
+        session_ticket_fetcher: SessionTicketFetcher | None = None,
+        session_ticket_handler: SessionTicketHandler | None = None,
     ) -> None:
         assert not configuration.is_client
         self.configuration = configuration
         self.handler_factory = handler_factory
         self.max_connections = max_connections
         self.max_connections_per_host = max_connections_per_host
+        self.session_ticket_fetcher = session_ticket_fetcher
+        self.session_ticket_handler = session_ticket_handler
         self.local: Addr | None = None
         self.links: set[QuicLink] = set()
         # Owned by the reader task: connection ID -> link.
@@ -333,6 +350,8 @@ class QuicServer:
         quic = QuicConnection(
             configuration=self.configuration,
             original_destination_connection_id=original_cid,
+            session_ticket_fetcher=self.session_ticket_fetcher,
+            session_ticket_handler=self.session_ticket_handler,
         )
         link = QuicLink(quic, addr, send)
         link.handler = _Routing(self, link, self.handler_factory(link))

@@ -1,0 +1,373 @@
+"""Records that the replicated state publishes: TLSA for issued certificates and
+CAA for the zone apex.
+
+The node feeds committed changes in batches::
+
+    published = PublishedRecords.empty([origin])
+    published = published.apply([CertificateIssued(...), CaaPolicy(...)], version=height)
+
+`PublishedRecords` is immutable: `apply` validates the whole batch first and
+returns a new snapshot, or raises `RecordError` and leaves nothing changed.
+`trustchain.dns.authority.Authority` holds the current snapshot behind one
+reference and swaps it in a single assignment, so a query sees either all of
+a batch or none of it.
+
+What is published, so that every validator answers the same:
+
+- for each certificate, and each DNS name in it that lies under a served zone,
+  ``_443._tcp.NAME TLSA 3 1 1 <SHA-256 of the SubjectPublicKeyInfo>`` (RFC 6698
+  section 2.1: usage 3 DANE-EE, selector 1 SPKI, matching type 1 SHA-256);
+  names of several certificates share one RRset, and a revoked certificate's
+  records are withdrawn (a digest stays while another live certificate for the
+  same name still has it);
+- at a zone apex, the CAA RRset of the latest `CaaPolicy` for that zone (RFC 8659);
+- each zone's SOA serial is its configured serial plus the snapshot's version
+  (modulo 2^32, RFC 1982), so the serial moves whenever published data moves.
+
+Wildcard names (``*.example``) get no TLSA record: the owner ``_443._tcp.*.example``
+would not be a wildcard (RFC 4592 section 2.1.1) and would match nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import dns.exception
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.CAA
+import dns.rdtypes.ANY.TLSA
+import dns.rrset
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from trustchain.dns.zones import MAX_TTL, Node
+
+_TLSA_PREFIX = dns.name.Name((b"_443", b"_tcp"))
+_CERT_ID = re.compile(r"[0-9a-f]{1,40}")
+_CAA_TAG = re.compile(r"[A-Za-z0-9]{1,15}")
+
+
+class RecordError(ValueError):
+    """A change batch is invalid; nothing of it was applied."""
+
+
+# --- changes (what consensus commits) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CertificateIssued:
+    """A certificate was issued: publish TLSA records for its names."""
+
+    certificate_id: str
+    """The certificate's serial number, lowercase hex without leading zeros (RFC 5280
+    section 4.1.2.2 allows up to 20 octets); unique among published certificates."""
+    names: tuple[dns.name.Name, ...]
+    """The dNSName entries of its subjectAltName, absolute."""
+    spki_sha256: bytes
+    """SHA-256 of the DER SubjectPublicKeyInfo (32 bytes): the TLSA 3 1 1 data."""
+
+
+@dataclass(frozen=True)
+class CertificateRevoked:
+    """A certificate was revoked: withdraw its TLSA records."""
+
+    certificate_id: str
+    """The serial number given when it was issued."""
+
+
+@dataclass(frozen=True)
+class CaaRecord:
+    """One CAA record (RFC 8659 section 4.1)."""
+
+    flags: int
+    """0..255; 128 is the issuer-critical flag."""
+    tag: str
+    """"issue", "issuewild", "iodef" or another tag of 1..15 letters and digits."""
+    value: str
+    """The property value, e.g. "trust.hypermesh.online"."""
+
+
+@dataclass(frozen=True)
+class CaaPolicy:
+    """Replace the CAA RRset at a zone apex (an empty `records` removes it)."""
+
+    zone: dns.name.Name
+    """The apex of a served zone."""
+    records: tuple[CaaRecord, ...]
+    """The new RRset."""
+
+
+Change = CertificateIssued | CertificateRevoked | CaaPolicy
+
+
+def certificate_issued(certificate: x509.Certificate) -> CertificateIssued:
+    """The change that publishes `certificate` (serial, SAN dNSNames, SPKI digest)."""
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        dns_names = san.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        dns_names = []
+    names = []
+    for text in dns_names:
+        try:
+            names.append(dns.name.from_text(text))
+        except dns.exception.DNSException as exc:
+            raise RecordError(f"certificate SAN {text!r} is not a domain name ({exc})") from None
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    return CertificateIssued(
+        certificate_id=format(certificate.serial_number, "x"),
+        names=tuple(names),
+        spki_sha256=digest.finalize(),
+    )
+
+
+# --- the snapshot ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Certificate:
+    owners: tuple[dns.name.Name, ...]
+    """TLSA owner names (``_443._tcp.NAME``) under served zones."""
+    digest: bytes
+
+
+@dataclass(frozen=True)
+class PublishedRecords:
+    """One immutable snapshot of what the replicated state publishes.
+
+    Do not construct directly; start from `empty` and `apply` changes.
+    Mappings are never mutated after construction (apply copies on write).
+    """
+
+    origins: tuple[dns.name.Name, ...]
+    """Apexes of the served zones; names outside them are not published."""
+    version: int
+    """The replicated state's version (e.g. its height) this snapshot reflects."""
+    ttl: int
+    """TTL of the published records."""
+    nodes: Mapping[dns.name.Name, Node]
+    """Owner name to its published RRsets (TLSA, CAA)."""
+    empty_non_terminals: Mapping[dns.name.Name, int]
+    """Names without published data above published owners (RFC 8020), with the
+    number of published owners beneath each (so removal knows when they go)."""
+    certificates: Mapping[str, _Certificate]
+    """Live certificates by id."""
+    tlsa: Mapping[dns.name.Name, Mapping[bytes, int]]
+    """TLSA owner to digest to the number of live certificates that publish it."""
+
+    @classmethod
+    def empty(cls, origins: Iterable[dns.name.Name], *, ttl: int = 300) -> PublishedRecords:
+        if not 0 <= ttl <= MAX_TTL:
+            raise RecordError(f"ttl {ttl} is out of range 0..{MAX_TTL}")
+        return cls(tuple(origins), 0, ttl, {}, {}, {}, {})
+
+    def serial(self, configured: int) -> int:
+        """The SOA serial to publish for a zone configured with `configured` (RFC 1982)."""
+        return (configured + self.version) % 2**32
+
+    def apply(self, changes: Sequence[Change], *, version: int | None = None) -> PublishedRecords:
+        """Return the snapshot after `changes`, all or nothing.
+
+        `version` is the replicated state's version after the batch and must be
+        newer than this snapshot's; by default it is one more.
+        """
+        new_version = self.version + 1 if version is None else version
+        if isinstance(new_version, bool) or not isinstance(new_version, int):
+            raise RecordError(f"version must be an integer, got {version!r}")
+        if new_version <= self.version:
+            raise RecordError(f"version {new_version} is not newer than {self.version}")
+        builder = _Builder(self)
+        for index, change in enumerate(changes):
+            try:
+                builder.change(change)
+            except RecordError as exc:
+                raise RecordError(
+                    f"change {index}: {exc}; no change of the batch applied"
+                ) from None
+        return builder.build(new_version)
+
+    def zone_of(self, name: dns.name.Name) -> dns.name.Name | None:
+        best: dns.name.Name | None = None
+        for origin in self.origins:
+            if name.is_subdomain(origin) and (best is None or len(origin) > len(best)):
+                best = origin
+        return best
+
+
+class _Builder:
+    """Copy-on-write edits of one snapshot; used by PublishedRecords.apply only."""
+
+    def __init__(self, base: PublishedRecords) -> None:
+        self.base = base
+        self.certificates = dict(base.certificates)
+        self.tlsa: dict[dns.name.Name, Mapping[bytes, int]] = dict(base.tlsa)
+        self.caa: dict[dns.name.Name, dns.rrset.RRset | None] = {}
+        self.touched: set[dns.name.Name] = set()
+
+    def change(self, change: Change) -> None:
+        if isinstance(change, CertificateIssued):
+            self.issue(change)
+        elif isinstance(change, CertificateRevoked):
+            self.revoke(change)
+        elif isinstance(change, CaaPolicy):
+            self.set_caa(change)
+        else:
+            raise RecordError(f"unknown change {change!r}")
+
+    def issue(self, change: CertificateIssued) -> None:
+        cid = change.certificate_id
+        if (
+            not isinstance(cid, str)
+            or not _CERT_ID.fullmatch(cid)
+            or (cid.startswith("0") and cid != "0")
+        ):
+            raise RecordError(
+                f"certificate id {cid!r} must be a lowercase hex serial of at most "
+                "20 octets without leading zeros"
+            )
+        if cid in self.certificates:
+            raise RecordError(f"certificate {cid} is already published")
+        digest = change.spki_sha256
+        if not isinstance(digest, bytes) or len(digest) != 32:
+            raise RecordError(f"certificate {cid}: spki_sha256 must be 32 bytes")
+        owners: list[dns.name.Name] = []
+        for name in change.names:
+            if not isinstance(name, dns.name.Name) or not name.is_absolute():
+                raise RecordError(f"certificate {cid}: {name!r} is not an absolute domain name")
+            if name.is_wild():
+                continue  # see the module docstring
+            if self.base.zone_of(name) is None:
+                continue  # not ours to publish
+            try:
+                owner = _TLSA_PREFIX.concatenate(name)
+            except dns.name.NameTooLong:
+                continue  # no such owner can exist; the name is too long for a TLSA record
+            if owner not in owners:
+                owners.append(owner)
+        self.certificates[cid] = _Certificate(tuple(owners), digest)
+        for owner in owners:
+            counts = dict(self.tlsa.get(owner, {}))
+            counts[digest] = counts.get(digest, 0) + 1
+            self.tlsa[owner] = counts
+            self.touched.add(owner)
+
+    def revoke(self, change: CertificateRevoked) -> None:
+        cert = self.certificates.pop(change.certificate_id, None)
+        if cert is None:
+            raise RecordError(f"certificate {change.certificate_id!r} is not published")
+        for owner in cert.owners:
+            counts = dict(self.tlsa[owner])
+            counts[cert.digest] -= 1
+            if not counts[cert.digest]:
+                del counts[cert.digest]
+            if counts:
+                self.tlsa[owner] = counts
+            else:
+                del self.tlsa[owner]
+            self.touched.add(owner)
+
+    def set_caa(self, change: CaaPolicy) -> None:
+        if change.zone not in self.base.origins:
+            served = ", ".join(str(o) for o in self.base.origins) or "none"
+            raise RecordError(f"CAA for {change.zone}: not a served zone apex (served: {served})")
+        for record in change.records:
+            if not 0 <= record.flags <= 255:
+                raise RecordError(f"CAA flags {record.flags} out of range 0..255")
+            if not _CAA_TAG.fullmatch(record.tag):
+                raise RecordError(
+                    f"CAA tag {record.tag!r} must be 1..15 letters or digits (RFC 8659 section 4.1)"
+                )
+        self.caa[change.zone] = (
+            _caa_rrset(change.zone, change.records, self.base.ttl) if change.records else None
+        )
+        self.touched.add(change.zone)
+
+    def build(self, version: int) -> PublishedRecords:
+        base = self.base
+        nodes = dict(base.nodes)
+        ents = dict(base.empty_non_terminals)
+        for owner in self.touched:
+            had = owner in base.nodes
+            rrsets = dict(base.nodes.get(owner, {}))
+            digests = self.tlsa.get(owner)
+            if digests:
+                rrsets[dns.rdatatype.TLSA] = _tlsa_rrset(owner, digests, base.ttl)
+            else:
+                rrsets.pop(dns.rdatatype.TLSA, None)
+            if owner in self.caa:
+                caa = self.caa[owner]
+                if caa is not None:
+                    rrsets[dns.rdatatype.CAA] = caa
+                else:
+                    rrsets.pop(dns.rdatatype.CAA, None)
+            if rrsets:
+                nodes[owner] = rrsets
+            else:
+                nodes.pop(owner, None)
+            has = owner in nodes
+            if has != had:
+                _count_ancestors(ents, owner, base.zone_of(owner), +1 if has else -1)
+        return PublishedRecords(
+            origins=base.origins,
+            version=version,
+            ttl=base.ttl,
+            nodes=nodes,
+            empty_non_terminals=ents,
+            certificates=self.certificates,
+            tlsa=self.tlsa,
+        )
+
+
+def _count_ancestors(
+    ents: dict[dns.name.Name, int],
+    owner: dns.name.Name,
+    origin: dns.name.Name | None,
+    delta: int,
+) -> None:
+    if origin is None:
+        return
+    name = owner
+    while len(name) > len(origin) + 1:
+        name = name.parent()
+        count = ents.get(name, 0) + delta
+        if count:
+            ents[name] = count
+        else:
+            del ents[name]
+
+
+def _tlsa_rrset(owner: dns.name.Name, digests: Mapping[bytes, int], ttl: int) -> dns.rrset.RRset:
+    rrset = dns.rrset.RRset(owner, dns.rdataclass.IN, dns.rdatatype.TLSA)
+    # Sorted so that every validator renders the same RRset in the same order.
+    for digest in sorted(digests):
+        # dnspython's rdata constructors carry no annotations.
+        rdata = dns.rdtypes.ANY.TLSA.TLSA(  # type: ignore[no-untyped-call]
+            dns.rdataclass.IN, dns.rdatatype.TLSA, 3, 1, 1, digest
+        )
+        rrset.add(rdata, ttl)
+    return rrset
+
+
+def _caa_rrset(owner: dns.name.Name, records: tuple[CaaRecord, ...], ttl: int) -> dns.rrset.RRset:
+    rrset = dns.rrset.RRset(owner, dns.rdataclass.IN, dns.rdatatype.CAA)
+    for record in records:
+        try:
+            rdata = dns.rdtypes.ANY.CAA.CAA(  # type: ignore[no-untyped-call]
+                dns.rdataclass.IN,
+                dns.rdatatype.CAA,
+                record.flags,
+                record.tag.encode("ascii"),
+                record.value.encode("ascii"),
+            )
+        except (ValueError, UnicodeEncodeError, dns.exception.DNSException) as exc:
+            raise RecordError(f"CAA {record.tag} {record.value!r}: {exc}") from None
+        rrset.add(rdata, ttl)
+    return rrset
