@@ -10,7 +10,16 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from trustchain.node import cli_bench, cli_ct, cli_dns, cli_infra, cli_mesh, cli_node, cli_proofs
+from trustchain.node import (
+    cli_bench,
+    cli_ca,
+    cli_ct,
+    cli_dns,
+    cli_infra,
+    cli_mesh,
+    cli_node,
+    cli_proofs,
+)
 from trustchain.node.errors import UserError
 
 # Command groups in the order `trustchain --help` lists them.
@@ -19,6 +28,7 @@ _GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], No
     cli_mesh.register,
     cli_proofs.register,
     cli_ct.register,
+    cli_ca.register,
     cli_dns.register,
     cli_bench.register,
     cli_infra.register,

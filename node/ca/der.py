@@ -156,3 +156,11 @@ def body(element: bytes, tag: int, what: str) -> bytes:
     if end != len(element):
         raise DERError(f"{what}: trailing bytes after the element")
     return element[start:end]
+
+
+def bit_string_value(element: bytes) -> bytes:
+    """The octets of a BIT STRING of whole octets (a signatureValue)."""
+    content = body(element, BIT_STRING, "BIT STRING")
+    if not content or content[0] != 0:
+        raise DERError("BIT STRING with unused bits where whole octets are expected")
+    return content[1:]
