@@ -76,6 +76,7 @@ class ChainValidator:
         self.root_ders = [r.public_bytes(serialization.Encoding.DER) for r in self.roots]
         self._root_fps = {hashlib.sha256(d).digest() for d in self.root_ders}
         self._verified: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        self._ca: dict[bytes, bool] = {}
         self._cache_size = cache_size
 
     def _signed_by(
@@ -115,7 +116,7 @@ class ChainValidator:
                 ) from None
         leaf = certs[0]
         try:
-            is_pre = precert.has_poison(leaf)
+            is_pre = precert.has_poison(leaf, ders[0])
             nb, na = leaf.not_valid_before_utc, leaf.not_valid_after_utc
         except ValueError as exc:
             raise SubmissionError("malformed_certificate", f"chain[0]: {exc}") from None
@@ -138,7 +139,7 @@ class ChainValidator:
         fps = [hashlib.sha256(d).digest() for d in ders]
         issuers = list(ders[1:])
         for i in range(len(certs) - 1):
-            if not self._is_ca(certs[i + 1]):
+            if not self._is_ca(certs[i + 1], fps[i + 1]):
                 raise SubmissionError(
                     "bad_chain", f"chain[{i + 1}] is not a CA certificate but issues chain[{i}]"
                 )
@@ -166,10 +167,15 @@ class ChainValidator:
             raise SubmissionError("bad_precertificate", f"chain[0]: {exc}") from None
         return AcceptedChain(entry, ders[0], tuple(issuers))
 
-    @staticmethod
-    def _is_ca(cert: x509.Certificate) -> bool:
-        try:
-            bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        except (x509.ExtensionNotFound, ValueError):
-            return False
-        return bc.ca
+    def _is_ca(self, cert: x509.Certificate, fp: bytes) -> bool:
+        # Issuers repeat across submissions: remember the answer by fingerprint.
+        known = self._ca.get(fp)
+        if known is None:
+            try:
+                known = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+            except (x509.ExtensionNotFound, ValueError):
+                known = False
+            if len(self._ca) >= self._cache_size:
+                self._ca.clear()
+            self._ca[fp] = known
+        return known

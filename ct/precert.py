@@ -165,7 +165,15 @@ def issuer_key_hash(issuer_der: bytes) -> bytes:
     return hashlib.sha256(_TBS(tbs_of(issuer_der)).spki).digest()
 
 
-def has_poison(cert: x509.Certificate) -> bool:
+def has_poison(cert: x509.Certificate, der: bytes | None = None) -> bool:
+    """Whether ``cert`` carries the CT poison extension.
+
+    With ``der`` (the certificate's encoding) the common answer is found without
+    parsing extensions: the poison's OID cannot be absent from the bytes of a
+    certificate that has it.
+    """
+    if der is not None and _POISON not in der:
+        return False
     try:
         cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(POISON_OID))
     except x509.ExtensionNotFound:

@@ -14,7 +14,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -74,24 +74,31 @@ class LogEntry:
     issuer_key_hash: bytes = b""
     """precert_entry only: SHA-256 of the issuing CA's DER SubjectPublicKeyInfo."""
 
+    _signed: bytes = field(init=False, repr=False, compare=False)
+    _identity: bytes = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
-        if not 1 <= len(self.certificate) <= MAX_CERT:
-            raise ValueError(f"certificate of {len(self.certificate)} bytes is out of range")
+        n = len(self.certificate)
+        if not 1 <= n <= MAX_CERT:
+            raise ValueError(f"certificate of {n} bytes is out of range")
         if self.entry_type == EntryType.PRECERT and len(self.issuer_key_hash) != 32:
             raise ValueError("a precert entry needs a 32-byte issuer_key_hash")
         if self.entry_type == EntryType.X509 and self.issuer_key_hash:
             raise ValueError("an x509 entry has no issuer_key_hash")
+        # Both are needed several times per entry (SCT, leaf, dedup, index); the
+        # entry is immutable, so they are computed once.
+        signed = self.issuer_key_hash + n.to_bytes(3, "big") + self.certificate
+        object.__setattr__(self, "_signed", signed)
+        ident = hashlib.sha256(self.entry_type.to_bytes(2, "big") + signed).digest()
+        object.__setattr__(self, "_identity", ident)
 
     def signed_entry(self) -> bytes:
         """The ``select (entry_type)`` body: ASN.1Cert, or PreCert {issuer_key_hash, tbs}."""
-        body = _tls.opaque(self.certificate, 3, minimum=1, what="certificate")
-        if self.entry_type == EntryType.PRECERT:
-            return self.issuer_key_hash + body
-        return body
+        return self._signed
 
     def identity(self) -> bytes:
         """A hash that is equal for equal submissions: the key for deduplication."""
-        return hashlib.sha256(_tls.u16(self.entry_type) + self.signed_entry()).digest()
+        return self._identity
 
     @classmethod
     def read(cls, r: Reader, entry_type: int) -> LogEntry:
@@ -152,13 +159,19 @@ class TimestampedEntry:
     extensions: bytes
     """CtExtensions, equal to the SCT's (here: the static-ct-api leaf_index)."""
 
-    def encode(self) -> bytes:
-        return (
+    _encoded: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        encoded = (
             _tls.u64(self.timestamp)
             + _tls.u16(self.entry.entry_type)
             + self.entry.signed_entry()
             + _tls.opaque(self.extensions, 2, what="extensions")
         )
+        object.__setattr__(self, "_encoded", encoded)
+
+    def encode(self) -> bytes:
+        return self._encoded
 
     @classmethod
     def read(cls, r: Reader) -> TimestampedEntry:
@@ -334,11 +347,21 @@ class SignedCertificateTimestamp:
 
 
 async def issue_sct(
-    signer: Signer, entry: LogEntry, timestamp: int, extensions: bytes
+    signer: Signer,
+    entry: LogEntry,
+    timestamp: int,
+    extensions: bytes,
+    *,
+    signer_log_id: bytes | None = None,
 ) -> SignedCertificateTimestamp:
-    """Sign an SCT for ``entry`` (RFC 6962 section 3.2)."""
+    """Sign an SCT for ``entry`` (RFC 6962 section 3.2).
+
+    ``signer_log_id`` saves re-encoding the key on every call; it must be
+    ``log_id(signer.public_key())``.
+    """
     ds = await _sign(signer, sct_signed_data(timestamp, entry, extensions))
-    return SignedCertificateTimestamp(log_id(signer.public_key()), timestamp, extensions, ds)
+    lid = signer_log_id if signer_log_id is not None else log_id(signer.public_key())
+    return SignedCertificateTimestamp(lid, timestamp, extensions, ds)
 
 
 def verify_sct(sct: SignedCertificateTimestamp, entry: LogEntry, public_key: PublicKey) -> None:

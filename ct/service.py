@@ -41,7 +41,7 @@ from trustchain.ct.sct import (
     leaf_index_extensions,
 )
 from trustchain.ct.sequencer import PoolFull, Round, Sequencer, Submission
-from trustchain.ct.signer import Signer
+from trustchain.ct.signer import Signer, log_id
 from trustchain.ct.store import (
     Check,
     OpenedStore,
@@ -150,6 +150,7 @@ class CTLog:
         self._files = store.files
         self._index = store.index
         self._signer = signer
+        self._log_id = log_id(signer.public_key())
         self._core = Sequencer(
             store.edge,
             store.timestamp,
@@ -167,6 +168,7 @@ class CTLog:
         # One writer thread at a time: the publishing order must not interleave.
         self._io = trio.CapacityLimiter(1)
         self._issuers: dict[bytes, bytes] = {}
+        self._issuer_writes: dict[bytes, trio.Event] = {}
         self._events = Events("log")
         self._stopped: str | None = None
 
@@ -289,7 +291,13 @@ class CTLog:
             if waiter.result is None:
                 raise LogUnavailable(waiter.error or "the log stopped")
             index, timestamp = waiter.result
-        return await issue_sct(self._signer, sub.entry, timestamp, leaf_index_extensions(index))
+        return await issue_sct(
+            self._signer,
+            sub.entry,
+            timestamp,
+            leaf_index_extensions(index),
+            signer_log_id=self._log_id,
+        )
 
     async def add_chain(
         self, ders: Sequence[bytes], *, precert: bool, now: dt.datetime | None = None
@@ -308,12 +316,25 @@ class CTLog:
         for der in accepted.issuers:
             fp = fingerprint(der)
             fps.append(fp)
-            if fp not in self._issuers:
-                # static-ct-api: every issuer an entry refers to is served, so it
-                # is on disk before the entry can be sequenced.
+            await self._store_issuer(fp, der)
+        return await self.submit(Submission(accepted.entry, accepted.pre_certificate, tuple(fps)))
+
+    async def _store_issuer(self, fp: bytes, der: bytes) -> None:
+        """static-ct-api: every issuer an entry refers to is served, so it is on disk
+        before the entry can be sequenced.  Concurrent submissions of a new issuer
+        wait for the one that writes it."""
+        while fp not in self._issuers:
+            pending = self._issuer_writes.get(fp)
+            if pending is not None:
+                await pending.wait()
+                continue
+            done = self._issuer_writes[fp] = trio.Event()
+            try:
                 await trio.to_thread.run_sync(self._files.put_issuer, fp, der)
                 self._issuers[fp] = der
-        return await self.submit(Submission(accepted.entry, accepted.pre_certificate, tuple(fps)))
+            finally:
+                del self._issuer_writes[fp]
+                done.set()
 
     # --- reads (published state only) --------------------------------------------------
 
