@@ -204,16 +204,44 @@ def softhsm_settings(
     )
 
 
+_CONF_MARKER = "# SoftHSM2 configuration written by trustchain"
+
+
 def write_softhsm_conf(conf: Path, token_dir: Path) -> None:
     """A SoftHSM2 configuration keeping tokens in ``token_dir`` (file backend)."""
     token_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    conf.write_text(
-        "# SoftHSM2 configuration written by trustchain (see docs/ca.md)\n"
+    tmp = conf.with_suffix(".tmp")
+    tmp.write_text(
+        f"{_CONF_MARKER} (docs/ca.md); the token directory\n"
+        "# is kept next to this file: trustchain rewrites the path if the folder moves.\n"
         f"directories.tokendir = {token_dir.resolve()}\n"
         "objectstore.backend = file\n"
         "log.level = ERROR\n"
         "slots.removable = false\n"
     )
+    tmp.replace(conf)
+
+
+def follow_moved_tokens(conf: Path) -> None:
+    """Point a trustchain-written SoftHSM2 config at the ``tokens`` folder beside it.
+
+    SoftHSM2 wants an absolute token directory, so copying a validator's folder
+    (token included) into a node's data directory would leave the copy using the
+    original tokens.  Configs we wrote carry a marker; for those, a stale path is
+    corrected.  Other configs are left alone.
+    """
+    try:
+        text = conf.read_text()
+    except OSError:
+        return
+    if not text.startswith(_CONF_MARKER):
+        return
+    beside = (conf.parent / "tokens").resolve()
+    wanted = f"directories.tokendir = {beside}"
+    if wanted in text.splitlines() or not beside.is_dir():
+        return
+    write_softhsm_conf(conf, beside)
+    _log.info("hsm.softhsm_conf_moved", conf=str(conf), tokendir=str(beside))
 
 
 def _positive_number(value: Any) -> float:
@@ -261,7 +289,9 @@ def parse_pkcs11_table(source: str, table: Mapping[str, Any], base: Path) -> Pkc
     v = check_table(source, table, _PKCS11_KEYS, "pkcs11")
     env = dict(v["env"])
     if v["softhsm2_conf"] is not None:
-        env["SOFTHSM2_CONF"] = str((base / v["softhsm2_conf"]).resolve())
+        conf = (base / v["softhsm2_conf"]).resolve()
+        follow_moved_tokens(conf)
+        env["SOFTHSM2_CONF"] = str(conf)
     pin_file = (base / v["pin_file"]).resolve() if v["pin_file"] is not None else None
     return Pkcs11Settings(
         module=(base / v["module"]).resolve(),
@@ -291,6 +321,12 @@ def new_pin() -> str:
 # --- the worker thread -----------------------------------------------------------
 
 
+def _module_key(s: Pkcs11Settings) -> str:
+    # One loaded module per file: two paths to one library (a symlink) must not
+    # load and initialise it twice (C_Initialize would fail the second time).
+    return os.path.realpath(s.module)
+
+
 class _TokenSession:
     """One logged-in session to one token, owned by the worker thread."""
 
@@ -312,7 +348,7 @@ class _WorkerState:
     # -- modules
 
     def lib(self, s: Pkcs11Settings) -> Any:
-        path = str(s.module)
+        path = _module_key(s)
         loaded = self.libs.get(path)
         if loaded is not None and loaded[1] == s.env:
             return loaded[0]
@@ -343,7 +379,7 @@ class _WorkerState:
     def functions(self, s: Pkcs11Settings) -> Any:
         """The raw CK_FUNCTION_LIST, for the calls python-pkcs11 does not wrap."""
         self.lib(s)
-        dll = ctypes.CDLL(str(s.module))
+        dll = ctypes.CDLL(_module_key(s))
         pointer = ctypes.POINTER(_FunctionList)()
         rv = dll.C_GetFunctionList(ctypes.byref(pointer))
         if rv != 0:
@@ -373,7 +409,7 @@ class _WorkerState:
             ) from None
 
     def session(self, s: Pkcs11Settings) -> _TokenSession:
-        key = (str(s.module), s.token_label)
+        key = (_module_key(s), s.token_label)
         existing = self.tokens.get(key)
         if existing is not None:
             return existing
@@ -403,7 +439,7 @@ class _WorkerState:
 
     def forget(self, s: Pkcs11Settings) -> None:
         """Drop the session (already dead, or about to be): never reuse its handles."""
-        ts = self.tokens.pop((str(s.module), s.token_label), None)
+        ts = self.tokens.pop((_module_key(s), s.token_label), None)
         if ts is not None:
             try:
                 ts.session.close()

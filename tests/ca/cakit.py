@@ -33,6 +33,15 @@ from trustchain.node.ca.schemes import SignatureScheme, SoftwareCASigner
 
 
 @dataclass(frozen=True)
+class Ceremony:
+    """The session's `trustchain ca init` output."""
+
+    dir: Path
+    genesis: Path
+    """A full genesis file (validators v1..v4, power 1) with the [ca] section."""
+
+
+@dataclass(frozen=True)
 class Token:
     settings: hsm.Pkcs11Settings
     so_pin: str
@@ -104,12 +113,16 @@ async def soft_cluster(
     powers: dict[str, int] | None = None,
     policy: CAPolicy | None = None,
     now: dt.datetime = NOW,
+    *,
+    new_root_key: bool = False,
 ) -> SoftCluster:
+    """A software cluster; the RSA root key is shared between calls unless ``new_root_key``."""
     powers = powers or {"v1": 1, "v2": 1, "v3": 1, "v4": 1}
     policy = policy or CAPolicy(zones=("trust.example", "other.example"), allow_wildcards=True)
     if not _ROOT_KEY:
         _ROOT_KEY.append(rsa.generate_private_key(65537, 2048))
-    root_signer = SoftwareCASigner(_ROOT_KEY[0], SignatureScheme.RSA_PKCS1_SHA384)
+    key = rsa.generate_private_key(65537, 2048) if new_root_key else _ROOT_KEY[0]
+    root_signer = SoftwareCASigner(key, SignatureScheme.RSA_PKCS1_SHA384)
     start = now - dt.timedelta(days=30)
     root_der = await certbuild.sign_certificate(
         root_signer,

@@ -14,9 +14,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cakit import Token, make_softhsm_token, require_softhsm
+from cakit import Ceremony, Token, make_softhsm_token, require_softhsm, validators_toml
 
 from trustchain.node.ca import hsm
+from trustchain.node.cli import main
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +32,29 @@ def token(tmp_path_factory: pytest.TempPathFactory) -> Token:
         return tok
 
     return trio.run(setup)
+
+
+@pytest.fixture(scope="session")
+def ceremony(tmp_path_factory: pytest.TempPathFactory) -> Ceremony:
+    """`trustchain ca init` once per session: RSA-4096 root and four validators on SoftHSM2."""
+    require_softhsm()
+    base = tmp_path_factory.mktemp("ceremony")
+    plain = base / "genesis-plain.toml"
+    plain.write_text(validators_toml({"v1": 1, "v2": 1, "v3": 1, "v4": 1}))
+    directory = base / "ca"
+    status = main(
+        [
+            "ca",
+            "init",
+            "--dir",
+            str(directory),
+            "--validators",
+            "v1,v2,v3,v4",
+            "--zones",
+            "trust.example,other.example",
+            "--genesis",
+            str(plain),
+        ]
+    )
+    assert status == 0
+    return Ceremony(directory, directory / "genesis.toml")
