@@ -308,3 +308,53 @@ async def test_metrics_and_checkpoint_headers(env: Env) -> None:
     v = RFC6962NoteVerifier(ORIGIN, env.signer.public_key())
     assert open_checkpoint(cp.body, v)[0].size == 1
     await c.conn.aclose()
+
+
+async def test_many_clients_with_a_new_issuer_at_once(env: Env) -> None:
+    """The first submissions under a new intermediate race to store it: all succeed."""
+    ca2 = devcerts.make_intermediate(env.root, "Second Intermediate")
+    leaves = [devcerts.make_leaf(ca2, f"race{i}.example") for i in range(24)]
+    clients = [env.client() for _ in leaves]
+    got: list[sct.SignedCertificateTimestamp] = []
+
+    async def one(c: CTClient, leaf: devcerts.Issued) -> None:
+        got.append(await c.add_chain([leaf.der, ca2.der]))
+
+    async with trio.open_nursery() as n:
+        for c, leaf in zip(clients, leaves, strict=True):
+            n.start_soon(one, c, leaf)
+    assert len(got) == 24
+    fp = tiles.fingerprint(ca2.der).hex()
+    r = await clients[0].conn.request("GET", f"/issuer/{fp}")
+    assert r.status == 200 and r.body == ca2.der
+    for c in clients:
+        await c.conn.aclose()
+
+
+async def test_damaged_tile_answers_500_and_is_not_served(env: Env, tmp_path: Path) -> None:
+    c = env.client()
+    for i in range(3):
+        await c.add_chain([devcerts.make_leaf(env.ca, f"d{i}.example").der, env.ca.der])
+    # The published edge is in memory; damage a full tile the log reads from disk.
+    leaves = [devcerts.make_leaf(env.ca, f"e{i}.example").der for i in range(256)]
+
+    async def some(k: int) -> None:
+        cc = env.client()
+        for leaf in leaves[k::16]:
+            await cc.add_chain([leaf, env.ca.der])
+        await cc.conn.aclose()
+
+    async with trio.open_nursery() as n:
+        for k in range(16):
+            n.start_soon(some, k)
+    tile = tmp_path / "data" / "tile" / "data" / "000"
+    blob = bytearray(tile.read_bytes())
+    blob[200] ^= 1
+    tile.write_bytes(bytes(blob))
+    r = await c.conn.request("GET", "/ct/v1/get-entries?start=0&end=3")
+    assert r.status == 500 and r.json()["error"] == "store_corrupt"
+    r = await c.conn.request("GET", "/tile/data/000")
+    assert r.status == 500
+    # Other reads still work.
+    assert (await c.get_sth())[0] == 259
+    await c.conn.aclose()
