@@ -232,3 +232,44 @@ async def test_new_log_publishes_the_empty_tree(tmp_path: Path, signer: Software
         size, ts, root, _ = log.sth()
         assert (size, root) == (0, merkle.EMPTY_ROOT) and ts > 0
         assert (tmp_path / "new" / "checkpoint").read_bytes() == log.checkpoint()
+
+
+async def test_storage_failure_stops_the_sequencer_and_loses_nothing(
+    built: tuple[Path, bytes], tmp_path: Path, signer: SoftwareSigner
+) -> None:
+    """A write error while publishing is fatal: waiting submitters are told, the
+    driver raises, and the directory reopens at the last published checkpoint."""
+    import errno
+
+    from trustchain.ct.service import LogUnavailable
+
+    path = _copy(built, tmp_path)
+    log = await CTLog.open(path, signer, ORIGIN, None, LogParams(interval=0.0))
+    real_write = log._files.write
+
+    def failing_write(items: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    log._files.write = failing_write  # type: ignore[method-assign]
+    outcomes: list[str] = []
+
+    async def submit(i: int) -> None:
+        try:
+            await log.submit(fake_submission(50_000 + i))
+            outcomes.append("ok")
+        except LogUnavailable as exc:
+            outcomes.append(str(exc))
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(log.run)
+            for i in range(5):
+                nursery.start_soon(submit, i)
+    assert info.group_contains(OSError)
+    assert outcomes and all("No space left" in o for o in outcomes)
+    with pytest.raises(LogUnavailable):
+        await log.submit(fake_submission(1))
+    log._files.write = real_write  # type: ignore[method-assign]
+    log.close()
+    async with running_log(path, signer) as again:
+        assert (again.size, again.root) == (600, built[1])
