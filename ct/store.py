@@ -146,13 +146,27 @@ class TileFiles:
 
     def delete(self, tiles: Iterable[TileID]) -> None:
         """Remove tiles that are no longer needed (missing ones are fine)."""
+        partial_dirs: dict[Path, set[str]] = {}
         for tile in tiles:
             p = self.path(tile)
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-            if not tile.full:
-                with contextlib.suppress(OSError):
-                    p.parent.rmdir()  # the empty ``<N>.p`` directory
+            if tile.full:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+            else:
+                partial_dirs.setdefault(p.parent, set()).add(p.name)
+        # Partials are listed by the caller as every width that might exist;
+        # look at what does instead of trying 255 names.
+        for d, names in partial_dirs.items():
+            try:
+                present = os.listdir(d)
+            except FileNotFoundError:
+                continue
+            for name in present:
+                if name in names:
+                    with contextlib.suppress(FileNotFoundError):
+                        (d / name).unlink()
+            with contextlib.suppress(OSError):
+                d.rmdir()  # the ``<N>.p`` directory, once empty
 
     def read_checkpoint(self) -> bytes | None:
         try:
