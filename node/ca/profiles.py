@@ -20,6 +20,7 @@ RFC 5280 section 4.2 and CA/Browser Forum Baseline Requirements section 7.1.2:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import ipaddress
 import secrets
@@ -209,10 +210,10 @@ class CACertificate:
             raise BuildError("the CA key type is not supported")
         return key
 
-    @property
+    @functools.cached_property
     def issuer_key_hash(self) -> bytes:
-        """RFC 6962 section 3.2: SHA-256 of the issuer's SubjectPublicKeyInfo."""
-        return hashlib.sha256(spki_der(self.public_key())).digest()
+        """RFC 6962 section 3.2: SHA-256 of the issuer's SubjectPublicKeyInfo (as encoded)."""
+        return hashlib.sha256(TBSParts.split(certificate_parts(self.der)[0]).spki).digest()
 
     @property
     def scheme(self) -> SignatureScheme:

@@ -45,9 +45,11 @@ from cryptography.hazmat.primitives import serialization
 from trustchain.ct import checkpoint as ctcp
 from trustchain.ct._tls import DecodeError
 from trustchain.ct.merkle import ProofError, leaf_hash, verify_inclusion
-from trustchain.ct.precert import PrecertError, embedded_sct_entry, has_poison
+from trustchain.ct.precert import PrecertError, final_certificate_tbs, has_poison
 from trustchain.ct.sct import (
     SCT_LIST_OID,
+    EntryType,
+    LogEntry,
     SCTError,
     SignedCertificateTimestamp,
     TimestampedEntry,
@@ -330,7 +332,11 @@ class Verifier:
             return None
         try:
             scts = parse_sct_list_extension(raw)
-            entry = embedded_sct_entry(leaf_der, issuer.der)
+            # RFC 6962 section 3.3, as ct.precert.embedded_sct_entry, with the
+            # issuer's key hash computed once per intermediate.
+            entry = LogEntry(
+                EntryType.PRECERT, final_certificate_tbs(leaf_der), issuer.issuer_key_hash
+            )
         except (DecodeError, PrecertError, BuildError, der.DERError) as exc:
             report.failed("scts", f"the SCT list cannot be read ({exc})")
             return None
@@ -496,7 +502,9 @@ def check_online(
         return report.failed("inclusion", f"the SCTs' leaf index cannot be read ({exc})")
     if index is None:
         return report.failed("inclusion", "the SCTs carry no leaf index (static-ct-api)")
-    entry = embedded_sct_entry(verified.leaf_der, verified.issuer.der)
+    entry = LogEntry(
+        EntryType.PRECERT, final_certificate_tbs(verified.leaf_der), verified.issuer.issuer_key_hash
+    )
     leaf = merkle_tree_leaf(TimestampedEntry(first.timestamp, entry, first.extensions))
     try:
         verify_inclusion(index, cp.size, leaf_hash(leaf), hashes, cp.root_hash)
