@@ -211,6 +211,12 @@ class CACertificate:
         return key
 
     @functools.cached_property
+    def name(self) -> str:
+        """Its common name (for messages)."""
+        cns = self.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(cns[0].value) if cns else self.cert.subject.rfc4514_string()
+
+    @functools.cached_property
     def issuer_key_hash(self) -> bytes:
         """RFC 6962 section 3.2: SHA-256 of the issuer's SubjectPublicKeyInfo (as encoded)."""
         return hashlib.sha256(TBSParts.split(certificate_parts(self.der)[0]).spki).digest()

@@ -167,11 +167,11 @@ class Verifier:
         pinned = genesis.root_sha256
         if pinned is not None and hashlib.sha256(root_der).digest() != pinned:
             self._root_problem = (
-                f"the root given ({_cn(root.cert)}, sha256 {hashlib.sha256(root_der).hexdigest()}) "
+                f"the root given ({root.name}, sha256 {hashlib.sha256(root_der).hexdigest()}) "
                 f"is not the root the genesis pins (sha256 {pinned.hex()})"
             )
         elif root.subject != _subject_of(root_der) or not _signed_by(root_der, root):
-            self._root_problem = f"the root {_cn(root.cert)} is not validly self-signed"
+            self._root_problem = f"the root {root.name} is not validly self-signed"
         self._intermediates: dict[bytes, bool] = {}
         self._genesis_intermediates = [c for _, c in genesis.intermediates()]
 
@@ -185,13 +185,12 @@ class Verifier:
         return known
 
     def _find_issuer(
-        self, leaf: x509.Certificate, leaf_der: bytes, bundle: Sequence[bytes]
+        self, leaf: x509.Certificate, issuer_name: bytes, bundle: Sequence[bytes]
     ) -> CACertificate | None:
         try:
             aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
         except x509.ExtensionNotFound:
             return None
-        issuer_name = _issuer_of(leaf_der)
         candidates: list[CACertificate] = []
         for extra in bundle:
             try:
@@ -217,6 +216,8 @@ class Verifier:
             sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             dns_names = sans.get_values_for_type(x509.DNSName)
             bc = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
+            # Split once: the issuer name and the SCT list are read from the raw DER.
+            parts = TBSParts.split(certificate_parts(leaf_der)[0])
         except (ValueError, x509.ExtensionNotFound) as exc:
             return report.failed("certificate", f"not a TrustChain certificate ({exc})"), None
         if has_poison(leaf):
@@ -233,22 +234,22 @@ class Verifier:
             return report.failed("root", self._root_problem or "no root"), None
         root = self._root
         report.passed(
-            "root", f"{_cn(root.cert)} (sha256 {hashlib.sha256(self.root_der).hexdigest()[:16]}...)"
+            "root", f"{root.name} (sha256 {hashlib.sha256(self.root_der).hexdigest()[:16]}...)"
         )
 
-        issuer = self._find_issuer(leaf, leaf_der, chain[1:])
+        issuer = self._find_issuer(leaf, parts.issuer, chain[1:])
         if issuer is None:
             return report.failed(
                 "issuer",
                 f"its issuer {leaf.issuer.rfc4514_string()} is neither in the file nor "
                 f"among the intermediates of {self.genesis.source}",
             ), None
-        report.passed("issuer", f"{_cn(issuer.cert)}")
+        report.passed("issuer", f"{issuer.name}")
 
         if not self._intermediate_ok(issuer):
             return report.failed(
                 "intermediate",
-                f"{_cn(issuer.cert)} is not signed by the root {_cn(root.cert)} given "
+                f"{issuer.name} is not signed by the root {root.name} given "
                 "(wrong root, or a forged intermediate)",
             ), None
         bc_i = issuer.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -258,21 +259,19 @@ class Verifier:
         except x509.ExtensionNotFound:
             can_sign = False
         if not bc_i.ca or not can_sign:
-            return report.failed(
-                "intermediate", f"{_cn(issuer.cert)} may not sign certificates"
-            ), None
-        report.passed("intermediate", f"{_cn(issuer.cert)} is signed by {_cn(root.cert)}")
+            return report.failed("intermediate", f"{issuer.name} may not sign certificates"), None
+        report.passed("intermediate", f"{issuer.name} is signed by {root.name}")
 
         if not _signed_by(leaf_der, issuer):
             return report.failed(
-                "signature", f"the certificate's signature does not verify with {_cn(issuer.cert)}"
+                "signature", f"the certificate's signature does not verify with {issuer.name}"
             ), None
-        report.passed("signature", f"signed by {_cn(issuer.cert)} ({issuer.scheme.value})")
+        report.passed("signature", f"signed by {issuer.name} ({issuer.scheme.value})")
 
         for what, cert in (
             ("the certificate", leaf),
-            (f"the intermediate {_cn(issuer.cert)}", issuer.cert),
-            (f"the root {_cn(root.cert)}", root.cert),
+            (f"the intermediate {issuer.name}", issuer.cert),
+            (f"the root {root.name}", root.cert),
         ):
             if now < cert.not_valid_before_utc:
                 return report.failed(
@@ -299,7 +298,7 @@ class Verifier:
                     ), None
             report.passed("names", f"within {', '.join(issuer.zones)}")
 
-        scts = self._check_scts(report, leaf, leaf_der, issuer, now)
+        scts = self._check_scts(report, parts, leaf_der, issuer, now)
         if scts is None:
             return report, None
 
@@ -314,19 +313,19 @@ class Verifier:
                     f"serial {leaf.serial_number:x} was revoked at {_when(status.revoked_at)} "
                     f"({status.reason.label})",
                 ), None
-            report.passed("revocation", f"not on the CRL of {_cn(issuer.cert)}")
+            report.passed("revocation", f"not on the CRL of {issuer.name}")
         return report, Verified(leaf, leaf_der, issuer, scts)
 
     def _check_scts(
         self,
         report: Report,
-        leaf: x509.Certificate,
+        parts: TBSParts,
         leaf_der: bytes,
         issuer: CACertificate,
         now: dt.datetime,
     ) -> tuple[SignedCertificateTimestamp, ...] | None:
         try:
-            raw = _extension_value(leaf_der, SCT_LIST_OID.dotted_string)
+            raw = _extension_value(parts, SCT_LIST_OID.dotted_string)
         except BuildError:
             report.failed("scts", "the certificate embeds no SCT list")
             return None
@@ -392,13 +391,8 @@ def _subject_of(cert_der: bytes) -> bytes:
     return TBSParts.split(certificate_parts(cert_der)[0]).subject
 
 
-def _issuer_of(cert_der: bytes) -> bytes:
-    return TBSParts.split(certificate_parts(cert_der)[0]).issuer
-
-
-def _extension_value(cert_der: bytes, dotted: str) -> bytes:
+def _extension_value(parts: TBSParts, dotted: str) -> bytes:
     """The raw extnValue contents of one extension, exactly as encoded."""
-    parts = TBSParts.split(certificate_parts(cert_der)[0])
     at = parts.index_of(dotted)
     if at is None:
         raise BuildError(f"no extension {dotted}")
