@@ -330,9 +330,8 @@ def _module_key(s: Pkcs11Settings) -> str:
 class _TokenSession:
     """One logged-in session to one token, owned by the worker thread."""
 
-    def __init__(self, session: Any, slot_id: int) -> None:
+    def __init__(self, session: Any) -> None:
         self.session = session
-        self.slot_id = slot_id
         self.private_keys: dict[str, Any] = {}
 
 
@@ -433,7 +432,7 @@ class _WorkerState:
             # The login of an earlier session survived (PKCS#11 logins are per
             # application and token): a session without a new login is enough.
             session = token.open(rw=True)
-        opened = _TokenSession(session, token.slot.slot_id)
+        opened = _TokenSession(session)
         self.tokens[key] = opened
         return opened
 

@@ -123,11 +123,6 @@ def _signed_by(child_der: bytes, parent: CACertificate) -> bool:
     return verify_signature(parent.public_key(), scheme, value, tbs)
 
 
-def _cn(cert: x509.Certificate) -> str:
-    cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(cns[0].value) if cns else cert.subject.rfc4514_string()
-
-
 def _when(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -158,6 +153,9 @@ class Verifier:
         self.genesis = genesis
         self._root: CACertificate | None = None
         self._root_problem: str | None = None
+        self._intermediates: dict[bytes, bool] = {}
+        """sha256(intermediate DER) -> whether the root signed it."""
+        self._genesis_intermediates = [c for _, c in genesis.intermediates()]
         try:
             self._root = CACertificate.from_der(root_der)
         except BuildError as exc:
@@ -172,8 +170,6 @@ class Verifier:
             )
         elif root.subject != _subject_of(root_der) or not _signed_by(root_der, root):
             self._root_problem = f"the root {root.name} is not validly self-signed"
-        self._intermediates: dict[bytes, bool] = {}
-        self._genesis_intermediates = [c for _, c in genesis.intermediates()]
 
     def _intermediate_ok(self, issuer: CACertificate) -> bool:
         key = hashlib.sha256(issuer.der).digest()

@@ -333,6 +333,16 @@ async def test_rotation_switches_issuing_and_keeps_the_old_intermediate(
     g = load_ca_genesis(genesis)
     v1 = next(v for v in g.validators if v.name == "v1")
     assert [c.cert for c in v1.intermediates] == [old_cert, new_cert]
+    text = genesis.read_text()
+    assert text.count("[ca]") == 1 and text.count("[[validators]]") == 4
+    # Rebuilding the section later keeps both while neither has expired.
+    assert (
+        await trio.to_thread.run_sync(
+            run, "ca", "genesis", "--dir", str(copy), "--genesis", str(genesis)
+        )
+        == 0
+    )
+    assert load_ca_genesis(genesis) == g
 
     new_leaf = tmp_path / "new.pem"
     assert (
