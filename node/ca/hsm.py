@@ -555,6 +555,13 @@ class Pkcs11Worker:
             self.calls_by_thread[me] += 1
             try:
                 result = job.fn(self._state)
+            except p11e.PKCS11Error as exc:
+                # Anything not translated closer to its cause still reaches the
+                # user as an HsmError naming the operation, not a traceback.
+                detail = f"{type(exc).__name__} {exc}".strip()
+                job.future.set_exception(
+                    HsmError(f"the HSM failed to {job.what}: {detail}; check the HSM and retry")
+                )
             except BaseException as exc:
                 job.future.set_exception(exc)
             else:

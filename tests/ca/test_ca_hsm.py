@@ -258,3 +258,12 @@ async def test_keys_that_could_leave_the_token_are_refused(tmp_path: Path) -> No
     await hsm.worker().run(import_key, what="import", timeout=10)
     with pytest.raises(hsm.HsmKeyUnsafeError, match="never extractable"):
         await hsm.Pkcs11Signer.open(tok.settings, "imported")
+
+
+async def test_other_pkcs11_errors_name_the_operation(token: Token) -> None:
+    def job(state: hsm._WorkerState) -> object:
+        # python-pkcs11 refuses a key search without any attribute (ArgumentsBad).
+        return state.session(token.settings).session.get_key()
+
+    with pytest.raises(hsm.HsmError, match="the HSM failed to find a key: ArgumentsBad"):
+        await hsm.worker().run(job, what="find a key", timeout=10)
