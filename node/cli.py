@@ -19,6 +19,7 @@ from trustchain.node import (
     cli_mesh,
     cli_node,
     cli_proofs,
+    cli_sim,
 )
 from trustchain.node.errors import UserError
 
@@ -26,6 +27,7 @@ from trustchain.node.errors import UserError
 _GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     cli_node.register,
     cli_mesh.register,
+    cli_sim.register,
     cli_proofs.register,
     cli_ct.register,
     cli_ca.register,

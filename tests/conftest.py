@@ -10,3 +10,4 @@ REPO_ROOT = TESTS.parent
 SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
 
 sys.path.insert(0, str(TESTS / "node"))
+sys.path.insert(0, str(TESTS / "consensus"))

@@ -1,0 +1,663 @@
+"""The consensus core: a sans-IO 2-chain HotStuff (Jolteon / DiemBFT v4) validator.
+
+Inputs: `start`, `handle(sender, message, now)`, `tick(now)`, `submit(op, now)`.
+Every input returns an `Output`.  The core never reads a clock, a socket or
+storage while running; `now` is seconds on any monotonic clock shared by the
+caller's inputs, and block timestamps are taken from it.
+
+Protocol in brief: round r has leader `validators.leader(r)`.  The leader
+proposes a block extending its highest QC; validators that accept it vote to
+the leader of r + 1, who aggregates more than 2/3 of the power into a QC and
+proposes in r + 1.  A block commits once its child in the very next round is
+certified (the 2-chain rule).  A validator that sees no progress before its
+round deadline broadcasts a timeout carrying its highest QC; more than 2/3 of
+timeouts form a TC that moves everyone to the next round.  Deadlines double
+after each round that ended in a TC and reset on progress.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from trustchain.consensus.mempool import Mempool, MempoolLimits
+from trustchain.consensus.messages import (
+    Block,
+    Message,
+    Operation,
+    Proposal,
+    QuorumCert,
+    SyncRequest,
+    SyncResponse,
+    Timeout,
+    TimeoutCert,
+    Vote,
+    block_id,
+    genesis_block,
+    make_block,
+    operation_id,
+    proposal_digest,
+    timeout_digest,
+    vote_digest,
+)
+from trustchain.consensus.safety import SafetyRules, SafetyState
+from trustchain.consensus.storage import (
+    BlockRecord,
+    CommitRecord,
+    HighQcRecord,
+    PersistedState,
+    Record,
+    SafetyRecord,
+    TcRecord,
+)
+from trustchain.consensus.validators import InvalidMessage, ValidatorSet
+
+
+class Application(Protocol):
+    """What the replicated state machine tells the core.  Must be deterministic."""
+
+    def genesis_state(self) -> bytes:
+        """State commitment before any block."""
+
+    def validate(self, op: bytes) -> str | None:
+        """None if `op` may go into a block, else the reason it may not."""
+
+    def execute(self, state: bytes, ops: tuple[bytes, ...]) -> bytes:
+        """State commitment after applying `ops` to the state with commitment `state`."""
+
+
+@dataclass(frozen=True)
+class Config:
+    round_timeout: float = 1.0
+    """Seconds before a round with no progress times out (doubles per TC, max 64x)."""
+    max_batch: int = 1000
+    """Operations per block."""
+    min_block_interval: float = 0.0
+    """With an empty mempool a leader waits this long after its parent's timestamp."""
+    max_clock_skew: float = 5.0
+    """A proposal's timestamp may differ from our clock by at most this many seconds."""
+    sync_batch: int = 128
+    """Blocks per sync response."""
+    sync_per_peer_per_second: float = 20.0
+    """Sync requests answered per peer per second; more are ignored."""
+    max_backoff_exponent: int = 6
+    """Round timeouts grow to at most round_timeout * 2**this."""
+    mempool: MempoolLimits = field(default_factory=MempoolLimits)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Two signed messages by one validator for different blocks in one round."""
+
+    validator: str
+    round: int
+    kind: str
+    """"vote" or "proposal"."""
+    first: tuple[bytes, bytes]
+    """(block id, signature)."""
+    second: tuple[bytes, bytes]
+
+
+@dataclass
+class Output:
+    """What the driver must do after an input, in this order:
+
+    1. `persist`: write every record durably (fsync) BEFORE anything in `send`
+       leaves the node, so that after a crash the node never contradicts what
+       it signed (never votes twice in one round).
+    2. `send`: deliver each (recipient, message); recipient None means every
+       other validator.
+    3. `committed`: hand the newly committed blocks, in height order, to the
+       application.
+    4. `evidence`: equivocation found; the application may commit it.
+    5. `wakeup`: call `tick` at this time at the latest (None: no deadline).
+    """
+
+    persist: list[Record] = field(default_factory=list)
+    send: list[tuple[str | None, Message]] = field(default_factory=list)
+    committed: list[Block] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    """Why inputs were refused, for logs and tests."""
+    wakeup: float | None = None
+
+
+def _ms(now: float) -> int:
+    return int(now * 1000)
+
+
+class Core:
+    """One validator's consensus state machine.  Owned by a single driver task."""
+
+    def __init__(
+        self,
+        me: str,
+        key: Ed25519PrivateKey,
+        validators: ValidatorSet,
+        app: Application,
+        persisted: PersistedState | None = None,
+        config: Config | None = None,
+        rules: SafetyRules | None = None,
+    ) -> None:
+        self.me = me
+        self.key = key
+        self.validators = validators
+        self.app = app
+        self.config = config or Config()
+        self.rules = rules or SafetyRules()
+        self.chain_id = validators.chain_id
+        self.genesis = genesis_block(self.chain_id, app.genesis_state())
+        self.mempool = Mempool(self.config.mempool)
+        state = persisted or PersistedState()
+        self.safety: SafetyState = state.safety
+        self.blocks: dict[bytes, Block] = {self.genesis.id: self.genesis, **state.blocks}
+        self.high_qc: QuorumCert = state.high_qc or self.genesis.qc
+        self.last_tc: TimeoutCert | None = state.last_tc
+        self.committed_height = state.committed_height
+        self.committed_id = state.committed_id or self.genesis.id
+        self.round = max(self.high_qc.round, self.last_tc.round if self.last_tc else 0) + 1
+        self.deadline = 0.0
+        self.failed_rounds = 0
+        self.timed_out_round = 0
+        self.proposed_round = 0
+        # Round -> block id -> voter -> signature (only as next leader).
+        self.votes: dict[int, dict[bytes, dict[str, bytes]]] = {}
+        # Round -> voter -> (high qc round, signature, high qc).
+        self.timeouts: dict[int, dict[str, tuple[int, bytes]]] = {}
+        # (validator, round, kind) -> (block id, signature): first signed message seen.
+        self.seen_signed: dict[tuple[str, int, str], tuple[bytes, bytes]] = {}
+        self.evidence_seen: set[tuple[str, int, str]] = set()
+        # Proposals waiting for missing ancestors: block id they need -> proposals.
+        self.waiting: dict[bytes, list[tuple[str, Proposal]]] = {}
+        self.sync_budget: dict[str, tuple[float, float]] = {}
+        self._deferred: list[Record] = []
+        self._out = Output()
+
+    # --- inputs -------------------------------------------------------------------------
+
+    def start(self, now: float) -> Output:
+        self._enter_round(self.round, now, first=True)
+        return self._flush(now)
+
+    def tick(self, now: float) -> Output:
+        if now >= self.deadline:
+            self._local_timeout(now)
+        self._maybe_propose(now)
+        return self._flush(now)
+
+    def submit(self, op: Operation, now: float) -> Output:
+        """A client operation arrived at this node: queue it and gossip it."""
+        reason = self._admit(op, now)
+        if reason is None:
+            self._out.send.append((None, op))
+            self._maybe_propose(now)
+        else:
+            self._out.rejected.append(f"operation: {reason}")
+        return self._flush(now)
+
+    def handle(self, sender: str, message: Message, now: float) -> Output:
+        try:
+            if isinstance(message, Proposal):
+                self._on_proposal(sender, message, now)
+            elif isinstance(message, Vote):
+                self._on_vote(message, now)
+            elif isinstance(message, Timeout):
+                self._on_timeout(message, now)
+            elif isinstance(message, SyncRequest):
+                self._on_sync_request(sender, message, now)
+            elif isinstance(message, SyncResponse):
+                self._on_sync_response(sender, message, now)
+            elif isinstance(message, Operation):
+                reason = self._admit(message, now)
+                if reason is None:
+                    self._maybe_propose(now)
+        except InvalidMessage as exc:
+            self._out.rejected.append(f"{type(message).__name__.lower()} from {sender}: {exc}")
+        return self._flush(now)
+
+    # --- output ---------------------------------------------------------------------
+
+    def _persist(self, record: Record) -> None:
+        self._out.persist.append(record)
+
+    def _flush(self, now: float) -> Output:
+        out, self._out = self._out, Output()
+        if self._deferred:
+            # Only the unpersisted mutant defers: what it signed last time is
+            # written now, after it was sent.
+            out.persist[:0] = self._deferred
+            self._deferred = []
+        if not self.rules.persists_before_sending():
+            self._deferred = [r for r in out.persist if isinstance(r, SafetyRecord)]
+            out.persist = [r for r in out.persist if not isinstance(r, SafetyRecord)]
+        at = self._propose_at()
+        out.wakeup = min(self.deadline, at) if at is not None and at > now else self.deadline
+        return out
+
+    def _sign(self, digest: bytes) -> bytes:
+        return self.key.sign(digest)
+
+    # --- rounds ------------------------------------------------------------------------
+
+    def _enter_round(self, round: int, now: float, *, first: bool = False) -> None:
+        if round < self.round or (round == self.round and not first):
+            return
+        self.round = round
+        backoff = 2 ** min(self.failed_rounds, self.config.max_backoff_exponent)
+        self.deadline = now + self.config.round_timeout * backoff
+        # Forget vote and timeout bookkeeping for rounds well behind us.
+        for old in [r for r in self.votes if r < round - 2]:
+            del self.votes[old]
+        for old in [r for r in self.timeouts if r < round - 2]:
+            del self.timeouts[old]
+        self._maybe_propose(now)
+
+    def _proposal_basis(self) -> tuple[Block, TimeoutCert | None] | None:
+        """The parent and TC a proposal of ours would carry now, or None if we cannot propose."""
+        if self.validators.leader(self.round) != self.me or self.proposed_round >= self.round:
+            return None
+        parent = self.blocks.get(self.high_qc.block_id)
+        if parent is None:
+            return None  # the sync that fetches it brings us back here
+        if self.high_qc.round + 1 == self.round:
+            return parent, None
+        if self.last_tc is not None and self.last_tc.round + 1 == self.round:
+            return parent, self.last_tc
+        return None  # we are in this round without a certificate to justify a proposal
+
+    def _propose_at(self) -> float | None:
+        """When to propose: None if we cannot, -inf for at once."""
+        basis = self._proposal_basis()
+        if basis is None:
+            return None
+        if len(self.mempool) or not self.config.min_block_interval:
+            return -math.inf
+        return basis[0].timestamp / 1000 + self.config.min_block_interval
+
+    def _maybe_propose(self, now: float) -> None:
+        at = self._propose_at()
+        if at is None or now < at:
+            return
+        basis = self._proposal_basis()
+        assert basis is not None
+        parent, tc = basis
+        pending = self._uncommitted_ops(parent)
+        payload = self.mempool.batch(self.config.max_batch, pending)
+        payload = tuple(op for op in payload if self.app.validate(op) is None)
+        block = make_block(
+            round=self.round,
+            height=parent.height + 1,
+            qc=self.high_qc,
+            timestamp=max(_ms(now), parent.timestamp + 1),
+            state=self.app.execute(parent.state, parent.payload),
+            payload=payload,
+            proposer=self.me,
+        )
+        self.proposed_round = self.round
+        proposal = Proposal(block, tc, self._sign(proposal_digest(self.chain_id, block.id)))
+        self._out.send.append((None, proposal))
+        self._on_proposal(self.me, proposal, now)
+
+    def _uncommitted_ops(self, tip: Block) -> set[bytes]:
+        ids: set[bytes] = set()
+        b: Block | None = tip
+        while b is not None and b.height > self.committed_height:
+            ids.update(operation_id(op) for op in b.payload)
+            b = self.blocks.get(b.parent_id)
+        return ids
+
+    # --- certificates -------------------------------------------------------------------
+
+    def _check_qc(self, qc: QuorumCert) -> None:
+        if qc == self.high_qc:
+            return
+        self.validators.check_qc(
+            qc, self.genesis.id, count_repeats=self.rules.counts_repeated_signers()
+        )
+
+    def _process_qc(self, qc: QuorumCert, now: float) -> None:
+        """Record a verified QC: raise our high QC, commit by the 2-chain rule, advance."""
+        if qc.round > self.high_qc.round:
+            self.high_qc = qc
+            self._persist(HighQcRecord(qc))
+            self.failed_rounds = 0
+        new_safety = self.rules.observe_qc(self.safety, qc.round)
+        if new_safety != self.safety:
+            self.safety = new_safety
+            self._persist(SafetyRecord(new_safety))
+        block = self.blocks.get(qc.block_id)
+        if block is not None:
+            parent = self.blocks.get(block.parent_id)
+            if (
+                parent is not None
+                and parent.round + 1 == block.round
+                and block.qc.block_id == parent.id
+            ):
+                self._commit(parent)
+        self._enter_round(qc.round + 1, now)
+
+    def _process_tc(self, tc: TimeoutCert, now: float) -> None:
+        if self.last_tc is None or tc.round > self.last_tc.round:
+            self.last_tc = tc
+            self._persist(TcRecord(tc))
+        if tc.round >= self.round:
+            self.failed_rounds += 1
+            self._enter_round(tc.round + 1, now)
+
+    def _commit(self, block: Block) -> None:
+        if block.height <= self.committed_height:
+            return
+        chain = []
+        b: Block | None = block
+        while b is not None and b.height > self.committed_height:
+            chain.append(b)
+            b = self.blocks.get(b.parent_id)
+        if b is None or b.id != self.committed_id:
+            # Should be impossible with a correct quorum: the certified chain does
+            # not extend what we committed.  Refuse and say so loudly.
+            self._out.rejected.append(
+                f"commit: block at height {block.height} forks our committed chain"
+            )
+            return
+        for c in reversed(chain):
+            self._out.committed.append(c)
+            for op in c.payload:
+                self.mempool.committed(op)
+        self.committed_height, self.committed_id = block.height, block.id
+        self._persist(CommitRecord(block.height, block.id))
+        if block.height % 64 == 0:
+            self._prune()
+
+    KEEP_COMMITTED = 1024
+    """Committed blocks kept in memory to answer sync requests from laggards."""
+
+    def _prune(self) -> None:
+        """Drop fork blocks at or below the committed height and old committed blocks."""
+        keep: set[bytes] = set()
+        b: Block | None = self.blocks.get(self.committed_id)
+        while b is not None and b.height > self.committed_height - self.KEEP_COMMITTED:
+            keep.add(b.id)
+            b = self.blocks.get(b.parent_id) if b.height else None
+        for bid in [
+            bid
+            for bid, blk in self.blocks.items()
+            if blk.height <= self.committed_height and bid not in keep
+        ]:
+            del self.blocks[bid]
+
+    # --- proposals -----------------------------------------------------------------------
+
+    def _on_proposal(self, sender: str, proposal: Proposal, now: float) -> None:
+        block = proposal.block
+        if block.id != block_id(block):
+            raise InvalidMessage("block id does not match its contents")
+        leader = self.validators.leader(block.round)
+        if block.proposer != leader:
+            raise InvalidMessage(f"round {block.round} belongs to {leader}, not {block.proposer}")
+        self.validators.check_proposal_signature(block.proposer, block.id, proposal.signature)
+        self._note_signed(block.proposer, block.round, "proposal", block.id, proposal.signature)
+        self._check_qc(block.qc)
+        if proposal.tc is not None:
+            self.validators.check_tc(proposal.tc)
+        if block.round <= block.qc.round:
+            raise InvalidMessage("block round is not above its qc round")
+        self._process_qc(block.qc, now)
+        if proposal.tc is not None:
+            self._process_tc(proposal.tc, now)
+        parent = self.blocks.get(block.parent_id)
+        if parent is None:
+            self._wait_for(block.parent_id, sender, proposal)
+            return
+        self._check_block(block, parent, now)
+        if block.id not in self.blocks:
+            self.blocks[block.id] = block
+            self._persist(BlockRecord(block))
+        self._release_waiting(block.id, now)
+        if block.round != self.round:
+            return  # too old to vote for (or we are behind; the QC above moved us)
+        refusal = self.rules.vote_refusal(self.safety, block, proposal.tc)
+        if refusal is not None:
+            self._out.rejected.append(f"no vote for round {block.round}: {refusal}")
+            return
+        self.safety = self.rules.after_vote(self.safety, block)
+        self._persist(SafetyRecord(self.safety))
+        vote = Vote(
+            block.id, block.round, block.height, self.me,
+            self._sign(vote_digest(self.chain_id, block.id, block.round, block.height)),
+        )  # fmt: skip
+        next_leader = self.validators.leader(block.round + 1)
+        if next_leader == self.me:
+            self._on_vote(vote, now)
+        else:
+            self._out.send.append((next_leader, vote))
+
+    def _check_block(self, block: Block, parent: Block, now: float) -> None:
+        if block.height != parent.height + 1:
+            raise InvalidMessage(
+                f"height {block.height} does not follow parent height {parent.height}"
+            )
+        if block.round <= parent.round:
+            raise InvalidMessage("round is not above the parent's")
+        if block.qc.height != parent.height or block.qc.round != parent.round:
+            raise InvalidMessage("qc round/height do not match the parent")
+        if block.timestamp <= parent.timestamp:
+            raise InvalidMessage("timestamp is not after the parent's")
+        skew = abs(block.timestamp - _ms(now)) / 1000
+        if skew > self.config.max_clock_skew:
+            raise InvalidMessage(
+                f"timestamp is {skew:.1f} s from our clock (max {self.config.max_clock_skew:g})"
+            )
+        if len(block.payload) > self.config.max_batch:
+            raise InvalidMessage(f"{len(block.payload)} operations exceed the batch limit")
+        expected = self.app.execute(parent.state, parent.payload)
+        if block.state != expected:
+            raise InvalidMessage("state commitment does not match the parent's execution")
+        seen = self._uncommitted_ops(parent)
+        for op in block.payload:
+            reason = self.app.validate(op)
+            if reason is not None:
+                raise InvalidMessage(f"invalid operation: {reason}")
+            oid = operation_id(op)
+            if oid in seen:
+                raise InvalidMessage("operation repeated in the chain")
+            seen.add(oid)
+
+    def _wait_for(self, missing: bytes, sender: str, proposal: Proposal) -> None:
+        queue = self.waiting.setdefault(missing, [])
+        if len(queue) < 8 and len(self.waiting) < 64:
+            queue.append((sender, proposal))
+        self._out.send.append((sender, SyncRequest(self.committed_height, missing)))
+
+    def _release_waiting(self, block_id_: bytes, now: float) -> None:
+        for sender, proposal in self.waiting.pop(block_id_, []):
+            try:
+                self._on_proposal(sender, proposal, now)
+            except InvalidMessage as exc:
+                self._out.rejected.append(f"queued proposal: {exc}")
+
+    # --- votes --------------------------------------------------------------------------
+
+    def _on_vote(self, vote: Vote, now: float) -> None:
+        if self.validators.leader(vote.round + 1) != self.me:
+            raise InvalidMessage(
+                f"vote for round {vote.round} sent to a non-leader of round {vote.round + 1}"
+            )
+        if vote.voter not in self.validators.members:
+            raise InvalidMessage(f"{vote.voter!r} is not a validator")
+        if vote.round < self.round - 1:
+            return  # stale
+        digest = vote_digest(self.chain_id, vote.block_id, vote.round, vote.height)
+        if not self.validators.verify(vote.voter, digest, vote.signature):
+            raise InvalidMessage(f"bad vote signature from {vote.voter}")
+        self._note_signed(vote.voter, vote.round, "vote", vote.block_id, vote.signature)
+        by_block = self.votes.setdefault(vote.round, {}).setdefault(vote.block_id, {})
+        if vote.voter in by_block:
+            return
+        by_block[vote.voter] = vote.signature
+        if (
+            self.validators.is_quorum(self.validators.power_of(by_block))
+            and vote.round >= self.high_qc.round
+        ):
+            qc = QuorumCert(vote.block_id, vote.round, vote.height, tuple(sorted(by_block.items())))
+            if qc.round > self.high_qc.round:
+                self._process_qc(qc, now)
+
+    # --- timeouts -----------------------------------------------------------------------
+
+    def _local_timeout(self, now: float) -> None:
+        round = self.round
+        if self.timed_out_round < round:
+            refusal = self.rules.timeout_refusal(self.safety, round, self.high_qc.round)
+            if refusal is not None:
+                self._out.rejected.append(f"no timeout for round {round}: {refusal}")
+                self.deadline = now + self.config.round_timeout
+                return
+            self.safety = self.rules.after_timeout(self.safety, round)
+            self._persist(SafetyRecord(self.safety))
+            self.timed_out_round = round
+        # (Re)broadcast: timeouts are the liveness path, so resend each period until progress.
+        signature = self._sign(timeout_digest(self.chain_id, round, self.high_qc.round))
+        timeout = Timeout(round, self.high_qc, self.me, signature, self.last_tc)
+        self._out.send.append((None, timeout))
+        self.deadline = now + self.config.round_timeout * 2 ** min(
+            self.failed_rounds + 1, self.config.max_backoff_exponent
+        )
+        self._record_timeout(timeout, now)
+
+    def _on_timeout(self, timeout: Timeout, now: float) -> None:
+        if timeout.voter not in self.validators.members:
+            raise InvalidMessage(f"{timeout.voter!r} is not a validator")
+        digest = timeout_digest(self.chain_id, timeout.round, timeout.high_qc.round)
+        if timeout.high_qc.round >= timeout.round:
+            raise InvalidMessage("high qc is not below the timeout round")
+        if not self.validators.verify(timeout.voter, digest, timeout.signature):
+            raise InvalidMessage(f"bad timeout signature from {timeout.voter}")
+        self._check_qc(timeout.high_qc)
+        if timeout.high_qc.block_id not in self.blocks:
+            self._out.send.append(
+                (timeout.voter, SyncRequest(self.committed_height, timeout.high_qc.block_id))
+            )
+        self._process_qc(timeout.high_qc, now)
+        if timeout.tc is not None:
+            self.validators.check_tc(timeout.tc)
+            self._process_tc(timeout.tc, now)
+        self._record_timeout(timeout, now)
+
+    def _record_timeout(self, timeout: Timeout, now: float) -> None:
+        if timeout.round < self.round:
+            return
+        entries = self.timeouts.setdefault(timeout.round, {})
+        entries[timeout.voter] = (timeout.high_qc.round, timeout.signature)
+        power = self.validators.power_of(entries)
+        if self.validators.is_quorum(power):
+            tc = TimeoutCert(
+                timeout.round, tuple(sorted((n, r, s) for n, (r, s) in entries.items()))
+            )
+            self._process_tc(tc, now)
+        elif (
+            self.validators.exceeds_one_third(power)
+            and self.timed_out_round < timeout.round
+            and timeout.round == self.round
+        ):
+            # More than 1/3 gave up on this round, so at least one honest node
+            # did: join them rather than wait for our own deadline.
+            self._local_timeout(now)
+
+    # --- equivocation -----------------------------------------------------------------------
+
+    def _note_signed(self, who: str, round: int, kind: str, block: bytes, signature: bytes) -> None:
+        key = (who, round, kind)
+        first = self.seen_signed.get(key)
+        if first is None:
+            self.seen_signed[key] = (block, signature)
+            if len(self.seen_signed) > 100_000:
+                for old in [k for k in self.seen_signed if k[1] < self.round - 1000]:
+                    del self.seen_signed[old]
+        elif first[0] != block and key not in self.evidence_seen:
+            self.evidence_seen.add(key)
+            self._out.evidence.append(Evidence(who, round, kind, first, (block, signature)))
+
+    # --- catch-up ------------------------------------------------------------------------------
+
+    def _on_sync_request(self, sender: str, request: SyncRequest, now: float) -> None:
+        if sender not in self.validators.members or sender == self.me:
+            raise InvalidMessage("sync requests are answered to validators only")
+        last, budget = self.sync_budget.get(sender, (now, self.config.sync_per_peer_per_second))
+        budget = min(
+            self.config.sync_per_peer_per_second,
+            budget + (now - last) * self.config.sync_per_peer_per_second,
+        )
+        if budget < 1:
+            self.sync_budget[sender] = (now, budget)
+            return
+        self.sync_budget[sender] = (now, budget - 1)
+        target = self.blocks.get(request.target)
+        if target is None:
+            return
+        chain = []
+        b: Block | None = target
+        while b is not None and b.height > request.from_height and b.height > 0:
+            chain.append(b)
+            b = self.blocks.get(b.parent_id)
+        chain.reverse()
+        chain = chain[: self.config.sync_batch]
+        if not chain:
+            return
+        qc = self._qc_for(chain[-1].id)
+        self._out.send.append((sender, SyncResponse(tuple(chain), qc)))
+
+    def _qc_for(self, bid: bytes) -> QuorumCert | None:
+        if self.high_qc.block_id == bid:
+            return self.high_qc
+        for b in self.blocks.values():
+            if b.qc.block_id == bid:
+                return b.qc
+        return None
+
+    def _on_sync_response(self, sender: str, response: SyncResponse, now: float) -> None:
+        if not response.blocks:
+            return
+        first = response.blocks[0]
+        if first.parent_id not in self.blocks:
+            raise InvalidMessage("sync response does not connect to a block we know")
+        for prev, b in zip(response.blocks, response.blocks[1:], strict=False):
+            if b.parent_id != prev.id:
+                raise InvalidMessage("sync response blocks do not form a chain")
+        for b in response.blocks:
+            self._check_qc(b.qc)
+        tip_qc = response.commit_qc
+        if tip_qc is not None:
+            if tip_qc.block_id != response.blocks[-1].id:
+                raise InvalidMessage("sync response qc does not certify its last block")
+            self._check_qc(tip_qc)
+        for b in response.blocks:
+            parent = self.blocks[b.parent_id]
+            if (
+                b.height != parent.height + 1
+                or b.qc.round != parent.round
+                or b.round <= parent.round
+            ):
+                raise InvalidMessage("sync response block does not follow its parent")
+            # Certified blocks were checked by a quorum; we take them as they are.
+            if b.id not in self.blocks:
+                self.blocks[b.id] = b
+                self._persist(BlockRecord(b))
+            self._process_qc(b.qc, now)
+        if tip_qc is not None:
+            self._process_qc(tip_qc, now)
+        for b in response.blocks:
+            self._release_waiting(b.id, now)
+        last = response.blocks[-1]
+        if len(response.blocks) >= self.config.sync_batch and tip_qc is None:
+            self._out.send.append((sender, SyncRequest(last.height, self.high_qc.block_id)))
+
+    # --- mempool --------------------------------------------------------------------------------
+
+    def _admit(self, op: Operation, now: float) -> str | None:
+        reason = self.app.validate(op.data)
+        if reason is not None:
+            return reason
+        return self.mempool.add(op, now)

@@ -1,0 +1,155 @@
+"""Scenario tests of the consensus core with explicit time and direct delivery."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from consensus_kit import Cluster
+
+from trustchain.consensus.core import Config
+from trustchain.consensus.messages import (
+    Operation,
+    Proposal,
+    QuorumCert,
+    Vote,
+    make_block,
+    proposal_digest,
+    vote_digest,
+)
+
+
+def test_happy_path_commits_the_same_chain_everywhere() -> None:
+    c = Cluster(4)
+    c.act("n1", c.cores["n1"].submit(Operation("alice", b"op-1"), c.now))
+    c.run(until=10)
+    chains = {name: [b.id for b in blocks[:10]] for name, blocks in c.commits.items()}
+    assert len({tuple(chain) for chain in chains.values()}) == 1
+    ops = [op for b in c.commits["n0"] for op in b.payload]
+    assert ops == [b"op-1"]  # gossiped, proposed once, committed once
+
+
+def test_silent_leader_is_skipped_by_timeout_certificates() -> None:
+    c = Cluster(4)
+    c.down.add("n2")  # leader of rounds 2, 6, 10, ...
+    c.run(until=8)
+    for name in ("n0", "n1", "n3"):
+        assert c.height(name) >= 8
+    assert any(core.last_tc is not None for name, core in c.cores.items() if name != "n2")
+
+
+def test_no_progress_without_a_quorum_then_recovery() -> None:
+    c = Cluster(4)
+    c.run(until=3)
+    c.down.update({"n2", "n3"})
+    before = {n: c.height(n) for n in ("n0", "n1")}
+    c.run(steps=500)
+    assert all(c.height(n) <= before[n] + 1 for n in ("n0", "n1"))
+    c.down.clear()
+    c.run(until=before["n0"] + 5)
+    assert min(c.height(n) for n in c.cores) >= before["n0"] + 5
+
+
+def test_restarted_node_keeps_its_votes_and_catches_up(tmp_path: Path) -> None:
+    c = Cluster(4, tmp=tmp_path)
+    c.run(until=5)
+    c.down.add("n3")
+    c.run(until=25)
+    votes_before = {
+        (m.round, m.block_id) for s, _, m in c.sent if s == "n3" and isinstance(m, Vote)
+    }
+    c.boot("n3")  # a new Core from SQLite, like a process restart
+    c.run(until=30)
+    assert c.height("n3") >= 30  # caught up through sync
+    rounds: dict[int, bytes] = {}
+    for sender, _, m in c.sent:
+        if sender == "n3" and isinstance(m, Vote):
+            assert rounds.setdefault(m.round, m.block_id) == m.block_id, "n3 voted twice in a round"
+    assert votes_before
+
+
+def test_invalid_operation_gets_no_vote() -> None:
+    c = Cluster(4)
+    c.run(until=2)
+    leader = c.cores["n0"].validators.leader(c.cores["n0"].round)
+    core = c.cores[leader]
+    parent = core.blocks[core.high_qc.block_id]
+    bad = make_block(
+        round=core.round, height=parent.height + 1, qc=core.high_qc,
+        timestamp=int(c.now * 1000) + 1, state=c.app.execute(parent.state, parent.payload),
+        payload=(b"BAD op",), proposer=leader,
+    )  # fmt: skip
+    proposal = Proposal(bad, None, c.keys[leader].sign(proposal_digest("test", bad.id)))
+    voter = next(n for n in c.cores if n != leader)
+    out = c.cores[voter].handle(leader, proposal, c.now)
+    assert not any(isinstance(m, Vote) for _, m in out.send)
+    assert any("invalid operation: operation is marked bad" in r for r in out.rejected)
+
+
+def test_equivocating_proposals_yield_evidence_and_one_vote() -> None:
+    c = Cluster(4)
+    c.queue.clear()  # drop the real round-1 proposal: we play the leader
+    voter = c.cores["n0"]
+    leader = voter.validators.leader(voter.round)
+    parent = voter.blocks[voter.high_qc.block_id]
+    proposals = []
+    for tag in (b"a", b"b"):
+        block = make_block(
+            round=voter.round, height=parent.height + 1, qc=voter.high_qc,
+            timestamp=int(c.now * 1000) + 1, state=c.app.execute(parent.state, parent.payload),
+            payload=(tag,), proposer=leader,
+        )  # fmt: skip
+        signature = c.keys[leader].sign(proposal_digest("test", block.id))
+        proposals.append(Proposal(block, None, signature))
+    first = voter.handle(leader, proposals[0], c.now)
+    second = voter.handle(leader, proposals[1], c.now)
+    assert [isinstance(m, Vote) for _, m in first.send] == [True]
+    assert not any(isinstance(m, Vote) for _, m in second.send)
+    assert any("already voted" in r for r in second.rejected)
+    assert [(e.validator, e.kind) for e in second.evidence] == [(leader, "proposal")]
+
+
+def test_forged_and_under_quorum_certificates_are_refused() -> None:
+    c = Cluster(4)
+    c.run(until=3)
+    core = c.cores["n0"]
+    target = core.blocks[core.high_qc.block_id]
+    digest = vote_digest("test", target.id, target.round, target.height)
+    one = ("n1", c.keys["n1"].sign(digest))
+    two = ("n2", c.keys["n2"].sign(digest))
+    cases = {
+        "signed twice": (one, one, two),
+        "not more than 2/3": (one, two),
+        "not a validator": (one, two, ("mallory", c.keys["n3"].sign(digest))),
+        "bad signature": (one, two, ("n3", c.keys["n1"].sign(digest))),
+    }
+    for reason, votes in cases.items():
+        qc = QuorumCert(target.id, target.round + 5, target.height, votes)  # round not signed
+        if reason in ("signed twice", "not more than 2/3", "not a validator"):
+            qc = dataclasses.replace(qc, round=target.round)
+        try:
+            core.validators.check_qc(qc, core.genesis.id)
+        except Exception as exc:
+            assert type(exc).__name__ == "InvalidMessage"
+            assert reason in str(exc) or "bad signature" in str(exc), (reason, exc)
+        else:
+            raise AssertionError(f"{reason}: forged QC accepted")
+
+
+def test_proposal_with_clock_skew_is_refused() -> None:
+    c = Cluster(4, config=Config(round_timeout=1.0, max_clock_skew=2.0))
+    c.run(until=2)
+    core = c.cores["n0"]
+    leader = core.validators.leader(core.round)
+    voter = next(n for n in c.cores if n != leader)
+    core = c.cores[voter]
+    parent = core.blocks[core.high_qc.block_id]
+    block = make_block(
+        round=core.round, height=parent.height + 1, qc=core.high_qc,
+        timestamp=int((c.now + 60) * 1000), state=c.app.execute(parent.state, parent.payload),
+        payload=(), proposer=leader,
+    )  # fmt: skip
+    proposal = Proposal(block, None, c.keys[leader].sign(proposal_digest("test", block.id)))
+    out = core.handle(leader, proposal, c.now)
+    assert any("from our clock" in r for r in out.rejected)
+    assert not any(isinstance(m, Vote) for _, m in out.send)
