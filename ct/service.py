@@ -223,11 +223,10 @@ class CTLog:
             with trio.CancelScope(shield=True):
                 await self._publish(rnd)
 
-    async def _sign_and_write(self, size: int, root: bytes, timestamp: int) -> None:
+    async def _sign_and_write(self, size: int, root: bytes, timestamp: int) -> bytes:
         signed = await _signed_checkpoint(self._signer, self.origin, size, root, timestamp)
         await trio.to_thread.run_sync(self._files.write_checkpoint, signed, limiter=self._io)
-        self._checkpoint = signed
-        self._sth_timestamp, self._sth_signature = _sth_signature(signed)
+        return signed
 
     async def _publish(self, rnd: Round) -> None:
         started = trio.current_time()
@@ -235,7 +234,7 @@ class CTLog:
             # Step 1 (sequencer.py): tiles, durably.
             await trio.to_thread.run_sync(self._files.write, rnd.tiles, limiter=self._io)
             # Step 2: the checkpoint -- the commit point.
-            await self._sign_and_write(rnd.size, rnd.root, rnd.timestamp)
+            signed = await self._sign_and_write(rnd.size, rnd.root, rnd.timestamp)
             # Step 3: index, then publish in memory and answer.
             rows = [
                 (e.index, e.leaf_hash, e.leaf.entry.entry.identity(), rnd.timestamp)
@@ -251,8 +250,11 @@ class CTLog:
             for ticket in list(self._waiters):
                 self._resolve(ticket, None, self._stopped)
             raise
+        # Readers see the new checkpoint, STH and tree together: no await between.
         self._core.finish_round(rnd)
         self._reader.edge = rnd.edge
+        self._checkpoint = signed
+        self._sth_timestamp, self._sth_signature = _sth_signature(signed)
         for e in rnd.entries:
             self._resolve(e.ticket, (e.index, rnd.timestamp), None)
         self.metrics.rounds += 1

@@ -60,11 +60,12 @@ async def _start(
 
 
 @pytest.fixture
-async def env(
-    tmp_path: Path, pki: tuple[devcerts.Issued, devcerts.Issued], nursery: trio.Nursery
-) -> AsyncIterator[Env]:
-    e = await _start(tmp_path, pki, LogParams(interval=0.01), nursery)
-    yield e
+async def env(tmp_path: Path, pki: tuple[devcerts.Issued, devcerts.Issued]) -> AsyncIterator[Env]:
+    async with trio.open_nursery() as nursery:
+        e = await _start(tmp_path, pki, LogParams(interval=0.01), nursery)
+        yield e
+        # Stop serving and sequencing before the store is closed.
+        nursery.cancel_scope.cancel()
     e.log.close()
 
 
@@ -251,9 +252,16 @@ async def test_bad_input_gets_4xx_json_and_the_log_keeps_working(env: Env) -> No
 
 
 async def test_full_pool_answers_503_with_retry_after(
-    tmp_path: Path, pki: tuple[devcerts.Issued, devcerts.Issued], nursery: trio.Nursery
+    tmp_path: Path, pki: tuple[devcerts.Issued, devcerts.Issued]
 ) -> None:
-    env = await _start(tmp_path, pki, LogParams(pool_limit=1, interval=1.0), nursery)
+    async with trio.open_nursery() as nursery:
+        env = await _start(tmp_path, pki, LogParams(pool_limit=1, interval=1.0), nursery)
+        await _full_pool(env)
+        nursery.cancel_scope.cancel()
+    env.log.close()
+
+
+async def _full_pool(env: Env) -> None:
     await trio.sleep(0.05)  # the start-up round has run; the next is a second away
     first = env.client()
     second = env.client()
@@ -278,7 +286,6 @@ async def test_full_pool_answers_503_with_retry_after(
     await second.add_chain([leaf2.der, env.ca.der])
     await first.conn.aclose()
     await second.conn.aclose()
-    env.log.close()
 
 
 async def test_tls_below_1_3_is_refused(env: Env) -> None:
@@ -358,3 +365,41 @@ async def test_damaged_tile_answers_500_and_is_not_served(env: Env, tmp_path: Pa
     # Other reads still work.
     assert (await c.get_sth())[0] == 259
     await c.conn.aclose()
+
+
+async def test_a_monitor_polling_during_load_sees_only_consistent_heads(env: Env) -> None:
+    """Every STH a monitor sees while entries stream in is correctly signed, and its
+    tree is fully readable and consistent with the previous one."""
+    leaves = [devcerts.make_leaf(env.ca, f"poll{i}.example").der for i in range(160)]
+    done = trio.Event()
+    seen: list[int] = []
+
+    async def submitter(k: int) -> None:
+        c = env.client()
+        for leaf in leaves[k::16]:
+            await c.add_chain([leaf, env.ca.der])
+        await c.conn.aclose()
+
+    async def monitor() -> None:
+        c = env.client()  # knows the log key: get_sth checks every signature
+        prev_size, prev_root = 0, merkle.EMPTY_ROOT
+        while not done.is_set():
+            size, _, root = await c.get_sth()
+            assert size >= prev_size
+            if size:
+                ((leaf_input, _),) = await c.entries(size - 1, size - 1)
+                assert await c.verify_included(leaf_input, size, root) == size - 1
+            if prev_size and size > prev_size:
+                proof = await c.consistency(prev_size, size)
+                merkle.verify_consistency(prev_size, size, prev_root, root, proof)
+            seen.append(size)
+            prev_size, prev_root = size, root
+        await c.conn.aclose()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(monitor)
+        async with trio.open_nursery() as subs:
+            for k in range(16):
+                subs.start_soon(submitter, k)
+        done.set()
+    assert len(set(seen)) > 3 and max(seen) <= 160
