@@ -47,6 +47,7 @@ import dns.edns
 import dns.exception
 import dns.message
 from aioquic.quic import events as quic_events
+from aioquic.tls import AlertDescription
 
 ALPN = "doq"
 """RFC 9250 section 4.1."""
@@ -78,6 +79,24 @@ def error_name(code: int) -> str:
         return f"DOQ_{DoqError(code).name}"
     except ValueError:
         return f"0x{code:x} (unknown, treated as DOQ_UNSPECIFIED_ERROR)"
+
+
+def describe_termination(event: quic_events.ConnectionTerminated) -> str:
+    """Say why a connection ended, decoding DoQ codes and TLS alerts."""
+    code = event.error_code
+    if event.frame_type is None:
+        what = error_name(code)
+    elif 0x100 <= code <= 0x1FF:
+        # RFC 9001 section 4.8: CRYPTO_ERROR carries the TLS alert.
+        try:
+            alert = AlertDescription(code - 0x100).name
+        except ValueError:
+            alert = "unknown"
+        what = f"TLS alert {code - 0x100} ({alert})"
+    else:
+        what = f"QUIC transport error 0x{code:x}"
+    reason = f" ({event.reason_phrase})" if event.reason_phrase else ""
+    return f"connection closed: {what}{reason}"
 
 
 @dataclass(frozen=True)
@@ -281,6 +300,8 @@ class _Reader:
     buffer: bytearray = field(default_factory=bytearray)
     length: int | None = None
     fin: bool = False
+    cancelled: bool = False
+    """The peer sent STOP_SENDING: keep checking the framing, but answer nothing."""
 
     @property
     def complete(self) -> bool:
@@ -339,6 +360,12 @@ class DoqServerProtocol:
         self.close_reason = ""
         # stream id -> its reader while receiving, or _ANSWERING.  Owned here.
         self._streams: dict[int, _Reader | _Answering] = {}
+        # Which client streams were ever opened: all up to _highest except those
+        # in _unseen (QUIC opens lower-numbered streams implicitly, RFC 9000
+        # section 2.1, so an id can be skipped and its data arrive later).  A
+        # reset of a stream never seen still needs our RESET_STREAM in reply.
+        self._highest = -4
+        self._unseen: set[int] = set()
         self.queries = 0
         """Queries handed to the application so far."""
 
@@ -357,8 +384,13 @@ class DoqServerProtocol:
                 return self._reset(event)
             if isinstance(event, quic_events.StopSendingReceived):
                 # aioquic has already reset our sending side with the client's code
-                # (RFC 9000 section 3.5); the transaction is abandoned.
-                self._streams.pop(event.stream_id, None)
+                # (RFC 9000 section 3.5); the transaction is abandoned (RFC 9250
+                # section 4.3.1), though the query stream must still end properly.
+                state = self._streams.get(event.stream_id)
+                if isinstance(state, _Reader):
+                    state.cancelled = True
+                elif state is not None:
+                    del self._streams[event.stream_id]
                 return _NOTHING
             if isinstance(event, quic_events.ConnectionTerminated):
                 self.closed = True
@@ -374,6 +406,8 @@ class DoqServerProtocol:
             raise _Violation(f"data on a {_stream_kind(stream_id)}; DoQ uses client bidi streams")
         state = self._streams.get(stream_id)
         if state is None:
+            if not self._first_sight(stream_id):
+                raise _Violation(f"data on stream {stream_id} after it ended")
             if len(self._streams) >= self.limits.max_open_streams:
                 raise _Violation(
                     f"more than {self.limits.max_open_streams} queries open on one connection",
@@ -389,7 +423,22 @@ class DoqServerProtocol:
         state.feed(event.data, event.end_stream)
         if not state.fin:
             return _NOTHING
+        if state.cancelled:
+            del self._streams[stream_id]
+            return _NOTHING
         return Output(events=(self._complete(stream_id, state.wire),))
+
+    def _first_sight(self, stream_id: int) -> bool:
+        """Record that `stream_id` is in use; False if it was in use before."""
+        if stream_id > self._highest:
+            # Skipped ids are bounded by the stream credit QUIC gives the client.
+            self._unseen.update(range(self._highest + 4, stream_id, 4))
+            self._highest = stream_id
+            return True
+        if stream_id in self._unseen:
+            self._unseen.discard(stream_id)
+            return True
+        return False
 
     def _complete(self, stream_id: int, wire: bytes) -> QueryReceived:
         (flags,) = struct.unpack_from("!H", wire, 2)
@@ -408,13 +457,16 @@ class DoqServerProtocol:
         return QueryReceived(stream_id, wire, message)
 
     def _reset(self, event: quic_events.StreamReset) -> Output:
-        state = self._streams.get(event.stream_id)
+        stream_id = event.stream_id
+        state = self._streams.get(stream_id)
         if isinstance(state, _Reader):
-            # RFC 9250 section 4.3.1: a reset before FIN abandons the transaction,
-            # and the server says so with its own RESET_STREAM.
-            del self._streams[event.stream_id]
-            return Output(actions=(ResetStream(event.stream_id, DoqError.REQUEST_CANCELLED),))
-        return _NOTHING  # after FIN the query stands and is answered
+            del self._streams[stream_id]
+        elif state is not None or not _client_bidi(stream_id) or not self._first_sight(stream_id):
+            # After FIN the query stands and is answered (or was already).
+            return _NOTHING
+        # RFC 9250 section 4.3.1: a reset before FIN abandons the transaction,
+        # and the server says so with its own RESET_STREAM.
+        return Output(actions=(ResetStream(stream_id, DoqError.REQUEST_CANCELLED),))
 
     def respond(self, stream_id: int, wire: bytes) -> Output:
         """Send the response to a QueryReceived; a no-op if the client cancelled meanwhile."""
@@ -520,14 +572,7 @@ class DoqClientProtocol:
                 )
             if isinstance(event, quic_events.ConnectionTerminated):
                 self.closed = True
-                reason = (
-                    f"connection closed by the server: {error_name(event.error_code)}"
-                    + (f" ({event.reason_phrase})" if event.reason_phrase else "")
-                    if event.frame_type is None
-                    else f"connection closed: QUIC error 0x{event.error_code:x}"
-                    + (f" ({event.reason_phrase})" if event.reason_phrase else "")
-                )
-                return self._fail_all(event.error_code, reason)
+                return self._fail_all(event.error_code, describe_termination(event))
         except _Violation as violation:
             return self._close(violation.code, violation.reason)
         return _NOTHING

@@ -189,9 +189,7 @@ class PublishedRecords:
             try:
                 builder.change(change)
             except RecordError as exc:
-                raise RecordError(
-                    f"change {index}: {exc}; no change of the batch applied"
-                ) from None
+                raise RecordError(f"change {index}: {exc}; nothing of the batch applied") from None
         return builder.build(new_version)
 
     def zone_of(self, name: dns.name.Name) -> dns.name.Name | None:

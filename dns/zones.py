@@ -172,12 +172,13 @@ def load_zone_file(path: str | os.PathLike[str], origin: str | None = None) -> Z
         raise ZoneError(f"{source}: the zone has no SOA record at its origin") from None
     except dns.zone.NoNS:
         raise ZoneError(f"{source}: the zone has no NS records at its origin") from None
-    except dns.name.NeedAbsoluteNameOrOrigin:
+    except (dns.name.NeedAbsoluteNameOrOrigin, dns.zone.UnknownOrigin):
         raise ZoneError(f"{source}: no origin; add `$ORIGIN name.` at the top") from None
     except dns.exception.SyntaxError as exc:
         # dnspython's message already reads "FILE:LINE: problem".
         raise ZoneError(str(exc)) from None
-    except dns.exception.DNSException as exc:
+    except (dns.exception.DNSException, ValueError) as exc:
+        # ValueError: dnspython's transaction checks, e.g. an SOA below the apex.
         raise ZoneError(f"{source}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ZoneError(f"{source}: cannot read the zone file: {exc}") from None
@@ -188,9 +189,9 @@ def zone_from_text(text: str, origin: str | None = None, source: str = "<text>")
     """Like `load_zone_file`, from a string (tests and generated zones)."""
     try:
         zone = dns.zone.from_text(text, origin=origin, relativize=False)
-    except dns.name.NeedAbsoluteNameOrOrigin:
+    except (dns.name.NeedAbsoluteNameOrOrigin, dns.zone.UnknownOrigin):
         raise ZoneError(f"{source}: no origin; add `$ORIGIN name.` at the top") from None
-    except dns.exception.DNSException as exc:
+    except (dns.exception.DNSException, ValueError) as exc:
         raise ZoneError(f"{source}: {exc}") from None
     return index_zone(zone, source)
 

@@ -168,13 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            try:
-                bound = await nursery.start(server.serve, listen)
-            except OSError as exc:
-                raise UserError(
-                    f"--listen {listen}: cannot bind: {exc.strerror or exc}; "
-                    "pick a free port or an address of this host"
-                ) from None
+            bound = await nursery.start(server.serve, listen)
             origins = ", ".join(str(z.origin) for z in zones)
             print(f"serving {origins} over DoQ on [{bound[0]}]:{bound[1]}", flush=True)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -185,7 +179,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await trio.sleep(0.2)
             nursery.cancel_scope.cancel()
 
-    run_trio(run)
+    try:
+        run_trio(run)
+    except OSError as exc:
+        raise UserError(
+            f"--listen {listen}: cannot bind: {exc.strerror or exc}; "
+            "pick a free port or an address of this host"
+        ) from None
     return 0
 
 

@@ -38,7 +38,7 @@ import dns.message
 import trio
 from aioquic.quic import events as quic_events
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.tls import AlertDescription, SessionTicket
+from aioquic.tls import SessionTicket
 
 from trustchain.dns.authority import AnswerError, Authority, formerr
 from trustchain.dns.doq import (
@@ -57,6 +57,7 @@ from trustchain.dns.doq import (
     ResponseReceived,
     SendData,
     StopSending,
+    describe_termination,
     error_name,
 )
 from trustchain.dns.zones import DefaultZoneSettings, NameServer
@@ -514,13 +515,13 @@ class _ClientLink:
             self.session_resumed = event.session_resumed
             self.handshake_done.set()
         elif isinstance(event, quic_events.ConnectionTerminated) and not self.failure:
-            self.failure = _termination(event)
+            self.failure = describe_termination(event)
         self.carry_out(self.core.receive(event, trio.current_time()))
 
     def link_closed(self, link: quic.QuicLink) -> None:
         if not self.failure:
             reason = link.close_reason
-            self.failure = "connection closed" if reason is None else _termination(reason)
+            self.failure = "connection closed" if reason is None else describe_termination(reason)
         self.handshake_done.set()
         # Anything still waiting learns that it will get nothing.
         self.carry_out(
@@ -577,23 +578,6 @@ class _ClientLink:
                 return
             self.carry_out(self.core.handle_timer(trio.current_time()))
             link.wake()
-
-
-def _termination(event: quic_events.ConnectionTerminated) -> str:
-    code = event.error_code
-    if event.frame_type is None:
-        what = error_name(code)
-    elif 0x100 <= code <= 0x1FF:
-        # RFC 9001 section 4.8: CRYPTO_ERROR carries the TLS alert.
-        try:
-            alert = AlertDescription(code - 0x100).name
-        except ValueError:
-            alert = "unknown"
-        what = f"TLS alert {code - 0x100} ({alert})"
-    else:
-        what = f"QUIC transport error 0x{code:x}"
-    reason = f" ({event.reason_phrase})" if event.reason_phrase else ""
-    return f"connection closed: {what}{reason}"
 
 
 # --- [dns] section of a node config --------------------------------------------------------------

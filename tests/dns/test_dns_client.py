@@ -1,0 +1,159 @@
+"""Our DoQ client against our server over ::1: verification, 0-RTT on a resumed
+session, closing, and what a client hears when the server goes away."""
+
+from __future__ import annotations
+
+import dns.rcode
+import pytest
+import trio
+from doqkit import Tls, make_tls, query, start_server
+
+from trustchain.dns.doq import DoqError
+from trustchain.node.config import Address
+from trustchain.node.doq import (
+    DoqClient,
+    DoqClientError,
+    DoqSettings,
+    client_configuration,
+    parse_dns_section,
+    server_configuration,
+)
+from trustchain.node.errors import UserError
+
+
+async def connect(port: int, tls: Tls, nursery: trio.Nursery, **kwargs: object) -> DoqClient:
+    configuration = client_configuration(cafile=tls.certificate, server_name="::1", **kwargs)  # type: ignore[arg-type]
+    return await DoqClient.connect(Address("::1", port), nursery, configuration)
+
+
+async def test_queries_before_the_handshake_are_sent_with_it(
+    tls: Tls, nursery: trio.Nursery
+) -> None:
+    _, port = await start_server(nursery, tls)
+    client = await connect(port, tls, nursery)
+    # Submitted at once: QUIC holds them until keys exist.
+    with trio.fail_after(10):
+        response = await client.query(query("host.example.test."))
+    assert response.rcode() == dns.rcode.NOERROR
+    assert await client.handshake() > 0
+    assert not client.session_resumed
+
+
+async def test_resumed_session_carries_the_query_in_0rtt(tls: Tls, nursery: trio.Nursery) -> None:
+    server, port = await start_server(nursery, tls)
+    first = await connect(port, tls, nursery)
+    await first.query(query("host.example.test."))
+    with trio.fail_after(5):
+        while first.session_ticket is None:
+            await trio.sleep(0.01)
+    ticket = first.session_ticket
+    first.close()
+
+    second = await connect(port, tls, nursery, session_ticket=ticket)
+    response = await second.query(query("www.example.test."))
+    assert response.rcode() == dns.rcode.NOERROR and response.answer
+    assert second.session_resumed and second.early_data_accepted, "0-RTT accepted (RFC 9250 4.5)"
+    with trio.fail_after(5):
+        while server.stats.resumed < 1:
+            await trio.sleep(0.01)
+
+    # Tickets are single use (RFC 8446 section 8.1): a replay gets a full handshake.
+    third = await connect(port, tls, nursery, session_ticket=ticket)
+    await third.query(query("host.example.test."))
+    assert not third.session_resumed and not third.early_data_accepted
+
+
+async def test_untrusted_certificate_is_refused(
+    tls: Tls, nursery: trio.Nursery, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    _, port = await start_server(nursery, tls)
+    stranger = make_tls(Path(str(tmp_path)), "stranger")
+    client = await DoqClient.connect(
+        Address("::1", port),
+        nursery,
+        client_configuration(cafile=stranger.certificate, server_name="::1"),
+    )
+    with pytest.raises(DoqClientError, match="TLS alert"):
+        await client.query(query("host.example.test."))
+
+
+async def test_wrong_server_name_is_refused(tls: Tls, nursery: trio.Nursery) -> None:
+    _, port = await start_server(nursery, tls)
+    client = await DoqClient.connect(
+        Address("::1", port),
+        nursery,
+        client_configuration(cafile=tls.certificate, server_name="ca.example.com"),
+    )
+    with pytest.raises(DoqClientError, match="doesn't match"):
+        await client.query(query("host.example.test."))
+
+
+async def test_server_shutdown_closes_clients_with_no_error(
+    tls: Tls, nursery: trio.Nursery
+) -> None:
+    server, port = await start_server(nursery, tls)
+    client = await connect(port, tls, nursery)
+    await client.query(query("host.example.test."))
+    server.close_all()
+    with trio.fail_after(5):
+        await client.closed.wait()
+    assert "DOQ_NO_ERROR" in client.close_reason
+    with pytest.raises(DoqClientError):
+        client.submit(query("host.example.test."), lambda *_: None)
+
+
+async def test_no_server_there(nursery: trio.Nursery, tls: Tls) -> None:
+    import socket
+
+    # A bound socket nobody reads from: the handshake goes unanswered.
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.bind(("::1", 0))
+        port = sock.getsockname()[1]
+        configuration = client_configuration(
+            cafile=tls.certificate, server_name="::1", idle_timeout=0.5
+        )
+        client = await DoqClient.connect(Address("::1", port), nursery, configuration)
+        with pytest.raises(DoqClientError):
+            await client.query(query("host.example.test."), timeout=5)
+
+
+def test_server_configuration_names_unusable_files(tls: Tls, tmp_path: object) -> None:
+    from pathlib import Path
+
+    with pytest.raises(UserError, match="no such file"):
+        server_configuration(Path("/nonexistent.pem"), tls.key)
+    with pytest.raises(UserError, match="cannot load the TLS certificate"):
+        server_configuration(tls.key, tls.key)
+    with pytest.raises(ValueError, match="max_connections_per_address"):
+        DoqSettings(max_connections_per_address=0)
+
+
+def test_dns_config_section(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from trustchain.node.config import ConfigError
+
+    base = Path(str(tmp_path))
+    section = parse_dns_section(
+        "node.toml",
+        {
+            "listen": "[::1]:8853",
+            "apex_addresses": ["2001:db8::7"],
+            "zone_files": ["extra.zone"],
+            "max_open_streams": 8,
+        },
+        base,
+    )
+    assert section.listen == Address("::1", 8853)
+    assert section.zone.apex_addresses == ("2001:db8::7",)
+    assert section.zone_files == ((base / "extra.zone").resolve(),)
+    assert section.settings.limits.max_open_streams == 8
+    with pytest.raises(ConfigError, match=r"dns\.listen"):
+        parse_dns_section("node.toml", {"listen": "127.0.0.1:8853"}, base)
+    with pytest.raises(ConfigError, match=r"unknown key 'dns\.colour'"):
+        parse_dns_section("node.toml", {"colour": "blue"}, base)
+    with pytest.raises(ConfigError, match=r"dns\.stream_timeout"):
+        parse_dns_section("node.toml", {"stream_timeout": 0}, base)
+    assert DoqError.NO_ERROR == 0
