@@ -273,9 +273,22 @@ class Core:
         basis = self._proposal_basis()
         if basis is None:
             return None
-        if len(self.mempool) or not self.config.min_block_interval:
+        if len(self.mempool) or not self.config.min_block_interval or self._awaits_commit(basis[0]):
             return -math.inf
         return basis[0].timestamp / 1000 + self.config.min_block_interval
+
+    def _awaits_commit(self, tip: Block) -> bool:
+        """Does a block up to `tip` that others may not yet know committed carry operations?
+
+        Then the next block, even an empty one, is what commits them (or tells the
+        others that they committed), so it should not wait for the block interval.
+        """
+        b: Block | None = tip
+        while b is not None and b.height >= max(self.committed_height, 1):
+            if b.payload:
+                return True
+            b = self.blocks.get(b.parent_id)
+        return False
 
     def _maybe_propose(self, now: float) -> None:
         at = self._propose_at()

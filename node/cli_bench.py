@@ -15,9 +15,21 @@ if TYPE_CHECKING:
 
 def _benches() -> list[_Register]:
     # Imported here so that `trustchain --help` does not pay for every benchmark.
-    from trustchain.node import bench_ca, bench_ct, bench_proofs, bench_transport
+    from trustchain.node import (
+        bench_ca,
+        bench_consensus,
+        bench_ct,
+        bench_proofs,
+        bench_transport,
+    )
 
-    return [bench_transport.register, bench_proofs.register, bench_ct.register, bench_ca.register]
+    return [
+        bench_transport.register,
+        bench_consensus.register,
+        bench_proofs.register,
+        bench_ct.register,
+        bench_ca.register,
+    ]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

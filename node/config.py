@@ -209,6 +209,18 @@ class PeerSettings:
 
 
 @dataclass(frozen=True)
+class ConsensusSettings:
+    """Tuning of the consensus core ([consensus] in node.toml)."""
+
+    round_timeout: float = 1.0
+    """Seconds before a round without progress times out (doubles per timeout)."""
+    max_batch: int = 1000
+    """Operations per block."""
+    min_block_interval: float = 0.05
+    """Seconds a leader waits before proposing an empty block."""
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """One node's configuration file (node.toml)."""
 
@@ -224,6 +236,9 @@ class NodeConfig:
     """The cluster's genesis file."""
     log_level: str = "info"
     peer: PeerSettings = field(default_factory=PeerSettings)
+    client_listen: Address | None = None
+    """Local TCP endpoint where clients submit operations (loopback only); None: off."""
+    consensus: ConsensusSettings = field(default_factory=ConsensusSettings)
 
     @property
     def consensus_key(self) -> Path:
@@ -241,6 +256,32 @@ _NODE_KEYS = {
     "genesis": Key(_string, default="genesis.toml"),
     "log_level": Key(_one_of("debug", "info", "warning", "error"), default="info"),
     "peer": Key(lambda v: v, default={}),
+    "client_listen": Key(lambda v: _loopback(_address(v)), default=None),
+    "consensus": Key(lambda v: v, default={}),
+}
+
+
+def _loopback(address: Address) -> Address:
+    if address.host != "::1":
+        raise ValueError(f"the client endpoint must listen on [::1], not {address.host}")
+    return address
+
+
+def _seconds(low: float, high: float) -> Checker:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number of seconds, got {type(value).__name__} {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"expected {low:g}..{high:g} seconds, got {value}")
+        return float(value)
+
+    return check
+
+
+_CONSENSUS_KEYS = {
+    "round_timeout": Key(_seconds(0.05, 600), default=1.0),
+    "max_batch": Key(_int_range(1, 10_000), default=1000),
+    "min_block_interval": Key(_seconds(0, 60), default=0.05),
 }
 
 _PEER_KEYS = {
@@ -255,6 +296,9 @@ def load_node_config(path: str | Path) -> NodeConfig:
     doc = read_toml(path, "node config file")
     values = check_table(str(path), doc, _NODE_KEYS)
     peer = check_table(str(path), _subtable(str(path), doc, "peer"), _PEER_KEYS, "peer")
+    consensus = check_table(
+        str(path), _subtable(str(path), doc, "consensus"), _CONSENSUS_KEYS, "consensus"
+    )
     base = path.parent
     return NodeConfig(
         path=path,
@@ -268,6 +312,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
             send_queue=peer["send_queue"],
             idle_timeout=float(peer["idle_timeout"]),
         ),
+        client_listen=values["client_listen"],
+        consensus=ConsensusSettings(**consensus),
     )
 
 
@@ -316,6 +362,8 @@ _GENESIS_KEYS = {
     "validators": Key(lambda v: v, required=True),
     "policy": Key(lambda v: v, default={}),
     "accounts": Key(lambda v: v, default=[]),
+    # Validated by trustchain.node.ca.genesis.parse_ca_section when the CA loads it.
+    "ca": Key(lambda v: v, default={}),
 }
 
 _VALIDATOR_KEYS = {

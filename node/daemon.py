@@ -1,10 +1,11 @@
 """`trustchain node run`: one validator process.
 
-At this stage the daemon runs the authenticated peer mesh and a heartbeat
-over it: every second it sends each peer a ``ping`` carrying a sequence
-number, answers every ``ping`` with a ``pong``, and logs the round-trip
-time.  The consensus, CA, CT and DNS services attach to the same
-`PeerNetwork` as they land.
+The daemon runs the authenticated peer mesh, the consensus core over it
+(`trustchain.node.consensus_driver`, SQLite state in the data directory),
+the local operations endpoint when ``client_listen`` is set, and a heartbeat:
+every second it sends each peer a ``ping``, answers every ``ping`` with a
+``pong`` and logs the round-trip time.  The CA, CT and DNS services attach
+to the same mesh and consensus as they land.
 
 SIGTERM and SIGINT cancel the whole task tree: every connection and socket
 is closed before the process exits with status 0.
@@ -16,8 +17,10 @@ import signal
 
 import trio
 
+from trustchain.consensus.core import Config
 from trustchain.node import identity
 from trustchain.node.config import NodeConfig, load_genesis
+from trustchain.node.consensus_driver import ConsensusDriver, serve_clients
 from trustchain.node.errors import UserError
 from trustchain.node.log import EventLogger, get_logger
 from trustchain.node.peer import PeerNetwork
@@ -55,10 +58,14 @@ async def _heartbeat(network: PeerNetwork, log: EventLogger) -> None:
         await trio.sleep(HEARTBEAT_INTERVAL)
 
 
-async def _serve_messages(network: PeerNetwork, log: EventLogger) -> None:
+async def _serve_messages(
+    network: PeerNetwork, consensus: ConsensusDriver, log: EventLogger
+) -> None:
     async for peer, message in network:
         kind = message.get("type")
-        if kind == "ping":
+        if kind == "consensus":
+            consensus.deliver(peer, message.get("c"))
+        elif kind == "ping":
             reply = {"type": "pong", "seq": message.get("seq"), "echo": message.get("sent")}
             network.send(peer, reply)
         elif kind == "pong":
@@ -85,11 +92,29 @@ async def run(config: NodeConfig) -> None:
     genesis = load_genesis(config.genesis)
     log = get_logger("node", node=config.name)
     network = PeerNetwork(me, genesis, config.listen, config.peer)
+    settings = config.consensus
+    consensus = ConsensusDriver(
+        config.name,
+        me.key,
+        genesis,
+        network,
+        config.data_dir,
+        Config(
+            round_timeout=settings.round_timeout,
+            max_batch=settings.max_batch,
+            min_block_interval=settings.min_block_interval,
+        ),
+        get_logger("consensus", node=config.name),
+    )
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(network.run)
             log.info("node.started", listen=str(config.listen), validators=len(genesis.validators))
-            nursery.start_soon(_serve_messages, network, log)
+            nursery.start_soon(_serve_messages, network, consensus, log)
+            await nursery.start(consensus.run)
+            if config.client_listen is not None:
+                port = await nursery.start(serve_clients, config.client_listen, consensus, log)
+                log.info("clients.listening", address=f"[::1]:{port}")
             nursery.start_soon(_heartbeat, network, log)
             nursery.start_soon(_ready_when_connected, network, log)
             async for signum in signals:

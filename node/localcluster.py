@@ -46,23 +46,31 @@ def free_udp_ports(count: int) -> list[int]:
             s.close()
 
 
-def write_node_config(node_dir: Path, name: str, listen: Address, **extra: str) -> Path:
+def write_node_config(node_dir: Path, name: str, listen: Address, extra: str = "") -> Path:
+    """node.toml for a local node; `extra` is appended verbatim (keys, then tables)."""
     lines = [
         f'name = "{name}"',
         f'listen = "{listen}"',
         'data_dir = "."',
         'genesis = "../genesis.toml"',
     ]
-    lines += [f'{key} = "{value}"' for key, value in extra.items()]
     path = node_dir / "node.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + extra)
     return path
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+        s.bind(("::1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass
 class NodeProcess:
     name: str
     directory: Path
+    client_port: int | None = None
+    """TCP port of the node's local operations endpoint, if it has one."""
     process: subprocess.Popen[bytes] | None = None
     _log_offset: int = 0
     _terminated: bool = False
@@ -150,8 +158,20 @@ class LocalCluster:
     nodes: list[NodeProcess]
 
     @classmethod
-    def create(cls, directory: Path, nodes: int, *, fresh: bool = True) -> LocalCluster:
-        """Make `nodes` validators v1..vN with keys, configs and a genesis file."""
+    def create(
+        cls,
+        directory: Path,
+        nodes: int,
+        *,
+        fresh: bool = True,
+        client_endpoints: bool = False,
+        consensus: str = "",
+    ) -> LocalCluster:
+        """Make `nodes` validators v1..vN with keys, configs and a genesis file.
+
+        `client_endpoints` gives each node a local operations endpoint
+        (NodeProcess.client_port); `consensus` is the body of a [consensus] table.
+        """
         if nodes < 1:
             raise UserError("--nodes: need at least one validator")
         if fresh and directory.exists():
@@ -169,9 +189,15 @@ class LocalCluster:
             ident = identity.generate(name)
             identity.save(ident, node_dir)
             listen = Address("::1", port)
-            write_node_config(node_dir, name, listen)
+            extra, client_port = "", None
+            if client_endpoints:
+                client_port = free_tcp_port()
+                extra += f'client_listen = "[::1]:{client_port}"\n'
+            if consensus:
+                extra += f"[consensus]\n{consensus}\n"
+            write_node_config(node_dir, name, listen, extra)
             entries.append(Validator(name, listen, ident.public_key_raw, 1))
-            procs.append(NodeProcess(name, node_dir))
+            procs.append(NodeProcess(name, node_dir, client_port=client_port))
         genesis = f'chain_id = "local-{os.getpid()}-{int(time.time())}"\n\n'
         genesis += "\n".join(genesis_entry_toml(v) for v in entries)
         (directory / "genesis.toml").write_text(genesis)
