@@ -329,7 +329,7 @@ class TreeReader:
     that owns it.
     """
 
-    def __init__(self, files: TileFiles, edge: TreeEdge, cache_tiles: int = 2048) -> None:
+    def __init__(self, files: TileFiles, edge: TreeEdge, cache_tiles: int = 4096) -> None:
         self._files = files
         self._tiles = _TileTreeCache(files, cache_tiles)
         self.edge = edge
