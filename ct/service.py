@@ -234,8 +234,12 @@ class CTLog:
         try:
             # Step 1 (sequencer.py): tiles, durably.
             await trio.to_thread.run_sync(self._files.write, rnd.tiles, limiter=self._io)
+            # Crash here: tiles beyond the checkpoint, never acknowledged; the next
+            # open_store deletes them.
             # Step 2: the checkpoint -- the commit point.
             signed = await self._sign_and_write(rnd.size, rnd.root, rnd.timestamp)
+            # Crash here: the entries are logged but unanswered; the index catches
+            # up at the next start and a resubmission gets an SCT for the entry.
             # Step 3: index, then publish in memory and answer.
             rows = [
                 (e.index, e.leaf_hash, e.leaf.entry.entry.identity(), rnd.timestamp)
@@ -261,7 +265,8 @@ class CTLog:
         self.metrics.rounds += 1
         self.metrics.entries += len(rnd.entries)
         self.metrics.round_seconds += trio.current_time() - started
-        # Step 4: superseded partial tiles.
+        # Step 4: superseded partial tiles.  Crash here: they linger until the
+        # next start removes them.
         if rnd.superseded:
             await trio.to_thread.run_sync(self._files.delete, rnd.superseded, limiter=self._io)
 
