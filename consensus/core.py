@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trustchain.consensus.mempool import Mempool, MempoolLimits
@@ -90,15 +91,59 @@ class Config:
 
 @dataclass(frozen=True)
 class Evidence:
-    """Two signed messages by one validator for different blocks in one round."""
+    """Two signed messages by one validator for different blocks in one round.
+
+    Anyone can check it against the validator set (`check_evidence`), so the
+    application can commit it as an operation (`evidence_operation`) that
+    slashes the offender's stake.
+    """
 
     validator: str
     round: int
     kind: str
     """"vote" or "proposal"."""
-    first: tuple[bytes, bytes]
-    """(block id, signature)."""
-    second: tuple[bytes, bytes]
+    first: tuple[bytes, int, bytes]
+    """(block id, block height, signature)."""
+    second: tuple[bytes, int, bytes]
+
+
+EVIDENCE_TAG = b"trustchain-evidence-v1:"
+
+
+def evidence_operation(evidence: Evidence) -> bytes:
+    """The operation that carries `evidence` into a block."""
+    body = [
+        evidence.validator,
+        evidence.round,
+        evidence.kind,
+        list(evidence.first),
+        list(evidence.second),
+    ]
+    return EVIDENCE_TAG + bytes(msgpack.packb(body, use_bin_type=True))
+
+
+def check_evidence(validators: ValidatorSet, op: bytes) -> Evidence:
+    """Decode and verify an evidence operation; raise InvalidMessage saying what is wrong."""
+    if not op.startswith(EVIDENCE_TAG):
+        raise InvalidMessage("evidence: not an evidence operation")
+    try:
+        who, round, kind, first, second = msgpack.unpackb(op[len(EVIDENCE_TAG) :], raw=False)
+        pairs = [(bytes(b), int(h), bytes(s)) for b, h, s in (first, second)]
+    except (ValueError, TypeError) as exc:
+        raise InvalidMessage(f"evidence: malformed: {exc}") from None
+    if kind not in ("vote", "proposal") or not isinstance(round, int) or not isinstance(who, str):
+        raise InvalidMessage("evidence: malformed fields")
+    if pairs[0][0] == pairs[1][0]:
+        raise InvalidMessage("evidence: both messages are for the same block")
+    for block, height, signature in pairs:
+        digest = (
+            vote_digest(validators.chain_id, block, round, height)
+            if kind == "vote"
+            else proposal_digest(validators.chain_id, block)
+        )
+        if not validators.verify(who, digest, signature):
+            raise InvalidMessage(f"evidence: a signature does not verify for {who}")
+    return Evidence(who, round, kind, pairs[0], pairs[1])
 
 
 @dataclass
@@ -167,8 +212,8 @@ class Core:
         self.votes: dict[int, dict[bytes, dict[str, bytes]]] = {}
         # Round -> voter -> (high qc round, signature, high qc).
         self.timeouts: dict[int, dict[str, tuple[int, bytes]]] = {}
-        # (validator, round, kind) -> (block id, signature): first signed message seen.
-        self.seen_signed: dict[tuple[str, int, str], tuple[bytes, bytes]] = {}
+        # (validator, round, kind) -> (block id, height, signature): first signed message seen.
+        self.seen_signed: dict[tuple[str, int, str], tuple[bytes, int, bytes]] = {}
         self.evidence_seen: set[tuple[str, int, str]] = set()
         # Proposals waiting for missing ancestors: block id they need -> proposals.
         self.waiting: dict[bytes, list[tuple[str, Proposal]]] = {}
@@ -411,7 +456,9 @@ class Core:
         if block.proposer != leader:
             raise InvalidMessage(f"round {block.round} belongs to {leader}, not {block.proposer}")
         self.validators.check_proposal_signature(block.proposer, block.id, proposal.signature)
-        self._note_signed(block.proposer, block.round, "proposal", block.id, proposal.signature)
+        self._note_signed(
+            block.proposer, block.round, "proposal", (block.id, block.height, proposal.signature)
+        )
         self._check_qc(block.qc)
         if proposal.tc is not None:
             self.validators.check_tc(proposal.tc)
@@ -505,7 +552,9 @@ class Core:
         digest = vote_digest(self.chain_id, vote.block_id, vote.round, vote.height)
         if not self.validators.verify(vote.voter, digest, vote.signature):
             raise InvalidMessage(f"bad vote signature from {vote.voter}")
-        self._note_signed(vote.voter, vote.round, "vote", vote.block_id, vote.signature)
+        self._note_signed(
+            vote.voter, vote.round, "vote", (vote.block_id, vote.height, vote.signature)
+        )
         by_block = self.votes.setdefault(vote.round, {}).setdefault(vote.block_id, {})
         if vote.voter in by_block:
             return
@@ -581,17 +630,19 @@ class Core:
 
     # --- equivocation -----------------------------------------------------------------------
 
-    def _note_signed(self, who: str, round: int, kind: str, block: bytes, signature: bytes) -> None:
+    def _note_signed(
+        self, who: str, round: int, kind: str, signed: tuple[bytes, int, bytes]
+    ) -> None:
         key = (who, round, kind)
         first = self.seen_signed.get(key)
         if first is None:
-            self.seen_signed[key] = (block, signature)
+            self.seen_signed[key] = signed
             if len(self.seen_signed) > 100_000:
                 for old in [k for k in self.seen_signed if k[1] < self.round - 1000]:
                     del self.seen_signed[old]
-        elif first[0] != block and key not in self.evidence_seen:
+        elif first[0] != signed[0] and key not in self.evidence_seen:
             self.evidence_seen.add(key)
-            self._out.evidence.append(Evidence(who, round, kind, first, (block, signature)))
+            self._out.evidence.append(Evidence(who, round, kind, first, signed))
 
     # --- catch-up ------------------------------------------------------------------------------
 

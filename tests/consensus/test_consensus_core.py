@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 from consensus_kit import Cluster
 
-from trustchain.consensus.core import Config
+from trustchain.consensus.core import Config, check_evidence, evidence_operation
 from trustchain.consensus.messages import (
     Operation,
     Proposal,
@@ -17,6 +18,7 @@ from trustchain.consensus.messages import (
     proposal_digest,
     vote_digest,
 )
+from trustchain.consensus.validators import InvalidMessage
 
 
 def test_happy_path_commits_the_same_chain_everywhere() -> None:
@@ -107,6 +109,20 @@ def test_equivocating_proposals_yield_evidence_and_one_vote() -> None:
     assert not any(isinstance(m, Vote) for _, m in second.send)
     assert any("already voted" in r for r in second.rejected)
     assert [(e.validator, e.kind) for e in second.evidence] == [(leader, "proposal")]
+    # The evidence travels as an operation anyone can verify...
+    op = evidence_operation(second.evidence[0])
+    assert check_evidence(voter.validators, op) == second.evidence[0]
+    # ...and a forged or doctored one is refused.
+    doctored = dataclasses.replace(
+        second.evidence[0], second=(b"\x07" * 32, 1, second.evidence[0].second[2])
+    )
+    with pytest.raises(InvalidMessage, match="does not verify"):
+        check_evidence(voter.validators, evidence_operation(doctored))
+    same = dataclasses.replace(second.evidence[0], second=second.evidence[0].first)
+    with pytest.raises(InvalidMessage, match="same block"):
+        check_evidence(voter.validators, evidence_operation(same))
+    with pytest.raises(InvalidMessage, match="malformed"):
+        check_evidence(voter.validators, op[:-3])
 
 
 def test_forged_and_under_quorum_certificates_are_refused() -> None:
