@@ -39,6 +39,7 @@ MAX_OP_BYTES = 64 * 1024
 BATCH_INPUTS = 512
 COMMIT_WAIT = 30.0
 PROGRESS_EVERY = 1.0
+MAX_IDLE = 5.0
 
 
 class NoOpApplication:
@@ -94,6 +95,8 @@ class ConsensusDriver:
             bytes, list[tuple[Callable[[int | None, str | None], None], float]]
         ] = {}
         self.committed_ops = 0
+        self.last_loop = time.monotonic()
+        """When the loop last handled an input or a tick (the node's health check)."""
 
     # --- inputs ------------------------------------------------------------------------
 
@@ -129,8 +132,9 @@ class ConsensusDriver:
                 task_status.started()
                 while True:
                     outputs: list[Output] = []
-                    deadline = trio.current_time() + max(0.0, wakeup - time.time())
-                    with trio.move_on_at(deadline if math.isfinite(wakeup) else math.inf):
+                    # Turn at least every MAX_IDLE seconds: the health check watches the loop.
+                    deadline = trio.current_time() + min(MAX_IDLE, max(0.0, wakeup - time.time()))
+                    with trio.move_on_at(deadline):
                         outputs.append(self._input(await self._inbox.receive()))
                         for _ in range(BATCH_INPUTS):
                             try:
@@ -140,6 +144,7 @@ class ConsensusDriver:
                     if not outputs:
                         outputs.append(self.core.tick(time.time()))
                     wakeup = await self._act(outputs)
+                    self.last_loop = time.monotonic()
         finally:
             self.audit.close()
             self.storage.close()

@@ -7,6 +7,10 @@ every second it sends each peer a ``ping``, answers every ``ping`` with a
 ``pong`` and logs the round-trip time.  The CA, CT and DNS services attach
 to the same mesh and consensus as they land.
 
+Under systemd (Type=notify) it reports READY=1 once it follows the live
+chain, STATUS= lines, WATCHDOG=1 while its consensus loop turns, and
+STOPPING=1 on shutdown (trustchain.node.sdnotify).
+
 SIGTERM and SIGINT cancel the whole task tree: every connection and socket
 is closed before the process exits with status 0.
 """
@@ -14,6 +18,7 @@ is closed before the process exits with status 0.
 from __future__ import annotations
 
 import signal
+import time
 
 import trio
 
@@ -24,8 +29,12 @@ from trustchain.node.consensus_driver import ConsensusDriver, serve_clients
 from trustchain.node.errors import UserError
 from trustchain.node.log import EventLogger, get_logger
 from trustchain.node.peer import PeerNetwork
+from trustchain.node.sdnotify import Notifier
 
 HEARTBEAT_INTERVAL = 1.0
+STATUS_INTERVAL = 5.0
+HEALTHY_WITHIN = 30.0
+"""The consensus loop must have turned within this many seconds for WATCHDOG=1."""
 
 
 def check_membership(config: NodeConfig, me: identity.Identity) -> None:
@@ -81,9 +90,40 @@ async def _serve_messages(
             log.warning("mesh.unknown_message", peer=peer, type=str(kind))
 
 
-async def _ready_when_connected(network: PeerNetwork, log: EventLogger) -> None:
-    await network.wait_connected()
-    log.info("node.ready", peers=sorted(network.connected_peers()))
+async def _readiness(
+    network: PeerNetwork, consensus: ConsensusDriver, notifier: Notifier, log: EventLogger
+) -> None:
+    """READY=1 once the node follows the live chain; then STATUS lines and watchdog pings.
+
+    Following the live chain means: links to peers that, with us, hold more than
+    2/3 of the power, and a quorum certificate newer than any we had at start.
+    """
+    core = consensus.core
+    start_round = core.high_qc.round
+    while True:
+        connected = network.connected_peers() | {consensus.name}
+        if core.validators.is_quorum(core.validators.power_of(connected)) and (
+            core.high_qc.round > start_round
+        ):
+            break
+        await trio.sleep(0.05)
+    log.info("node.ready", peers=sorted(network.connected_peers()), height=core.committed_height)
+    notifier.ready(_status(network, consensus))
+    interval = notifier.watchdog_interval or STATUS_INTERVAL
+    while True:
+        await trio.sleep(min(interval, STATUS_INTERVAL))
+        notifier.status(_status(network, consensus))
+        # The health check behind the watchdog: the consensus loop is turning.
+        if notifier.watchdog_interval and time.monotonic() - consensus.last_loop < HEALTHY_WITHIN:
+            notifier.watchdog()
+
+
+def _status(network: PeerNetwork, consensus: ConsensusDriver) -> str:
+    peers = len(network.connected_peers())
+    return (
+        f"height {consensus.core.committed_height}, round {consensus.core.round}, "
+        f"{peers}/{len(network.peers)} peers"
+    )
 
 
 async def run(config: NodeConfig) -> None:
@@ -91,6 +131,7 @@ async def run(config: NodeConfig) -> None:
     check_membership(config, me)
     genesis = load_genesis(config.genesis)
     log = get_logger("node", node=config.name)
+    notifier = Notifier()
     network = PeerNetwork(me, genesis, config.listen, config.peer)
     settings = config.consensus
     consensus = ConsensusDriver(
@@ -116,9 +157,10 @@ async def run(config: NodeConfig) -> None:
                 port = await nursery.start(serve_clients, config.client_listen, consensus, log)
                 log.info("clients.listening", address=f"[::1]:{port}")
             nursery.start_soon(_heartbeat, network, log)
-            nursery.start_soon(_ready_when_connected, network, log)
+            nursery.start_soon(_readiness, network, consensus, notifier, log)
             async for signum in signals:
                 log.info("node.stopping", signal=signal.Signals(signum).name)
+                notifier.stopping()
                 nursery.cancel_scope.cancel()
                 break
     log.info("node.stopped")

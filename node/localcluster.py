@@ -84,7 +84,7 @@ class NodeProcess:
     def log_path(self) -> Path:
         return self.directory / "node.log"
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
         log: IO[bytes] = open(self.log_path, "ab")
         with log:
             self._terminated = False
@@ -102,6 +102,7 @@ class NodeProcess:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                env=None if env is None else {**os.environ, **env},
             )
 
     def running(self) -> bool:

@@ -38,9 +38,7 @@ def test_four_processes_commit_survive_sigkill_and_the_restarted_one_catches_up(
     v1, v4 = cluster.node("v1"), cluster.node("v4")
     assert v1.client_port is not None
     try:
-        assert cluster.wait(
-            lambda ev: all(latest_height(e) >= 5 for e in ev.values()), timeout=30
-        )
+        assert cluster.wait(lambda ev: all(latest_height(e) >= 5 for e in ev.values()), timeout=30)
         receipts = trio.run(submit_all, v1.client_port, [b"op-%d" % i for i in range(20)], 8)
         assert all(r.ok for r in receipts), [r.error for r in receipts if not r.ok]
 

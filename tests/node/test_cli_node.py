@@ -117,7 +117,10 @@ def test_node_processes_form_mesh_survive_sigkill_and_stop_on_sigterm(tmp_path: 
             )
 
         assert cluster.wait(pongs_from_all, timeout=30)
-        assert all(any(e.get("event") == "node.ready" for e in n.events()) for n in cluster.nodes)
+        assert cluster.wait(
+            lambda ev: all(any(e.get("event") == "node.ready" for e in evs) for evs in ev.values()),
+            timeout=30,
+        )
         # Crash v2 with SIGKILL, restart it from its directory: the mesh heals.
         cluster.node("v2").kill()
         import time
@@ -139,3 +142,34 @@ def test_mesh_command_shows_four_peers_talking(tmp_path: Path) -> None:
     assert "every pair authenticated over QUIC" in result.stdout
     for name in ("v1", "v2", "v3", "v4"):
         assert f"{name}: authenticated" in result.stdout
+
+
+@pytest.mark.slow
+def test_node_speaks_systemd_notify(tmp_path: Path) -> None:
+    """READY=1 once following the chain, STATUS lines, WATCHDOG=1, STOPPING=1 on SIGTERM."""
+    import socket as socketlib
+
+    cluster = LocalCluster.create(tmp_path / "c", 4)
+    listener = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify.sock"))
+    listener.settimeout(30)
+    v1 = cluster.node("v1")
+    v1.start(env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "2000000"})
+    received: list[str] = []
+
+    def wait_for(line: str) -> None:
+        while not any(line in m for m in received):
+            received.append(listener.recv(4096).decode())
+
+    try:
+        for node in cluster.nodes[1:]:
+            node.start()
+        wait_for("READY=1")
+        assert any("STATUS=height" in m for m in received)
+        wait_for("WATCHDOG=1")
+        v1.terminate()
+        wait_for("STOPPING=1")
+    finally:
+        cluster.stop()
+        listener.close()
+    assert v1.process is not None and v1.process.returncode == 0
