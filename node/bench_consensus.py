@@ -14,7 +14,6 @@ import argparse
 import base64
 import http.client
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from typing import Any
 
 import trio
 
+from trustchain.node.benchstats import percentile
 from trustchain.node.localcluster import LocalCluster, free_tcp_port
 from trustchain.node.opsclient import submit_all
 
@@ -56,13 +56,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench.add_argument("--latency-ops", type=int, default=300, help="operations one at a time")
     bench.add_argument("--no-etcd", action="store_true", help="skip the etcd comparison")
     bench.set_defaults(func=cmd_bench)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 def _client(argv: list[str]) -> dict[str, Any]:
@@ -99,13 +92,14 @@ def _client(argv: list[str]) -> dict[str, Any]:
     return trio.run(main)
 
 
-def _run_client(args: list[str]) -> dict[str, Any]:
+def _run_worker(role: str, args: list[str]) -> dict[str, Any]:
+    """Run a load generator (`client` or `etcd-client`) in its own process; its figures."""
     result = subprocess.run(
-        [sys.executable, "-m", "trustchain.node.bench_consensus", "client", *args],
+        [sys.executable, "-m", "trustchain.node.bench_consensus", role, *args],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if result.returncode != 0:
-        raise RuntimeError(f"bench client failed:\n{result.stderr}")
+        raise RuntimeError(f"{role} failed:\n{result.stderr}")
     figures: dict[str, Any] = json.loads(result.stdout)
     return figures
 
@@ -128,13 +122,12 @@ def bench_trustchain(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             raise RuntimeError("the cluster did not start committing; see its logs")
         ports = ",".join(str(n.client_port) for n in cluster.nodes)
         print("  trustchain: one operation at a time ...", flush=True)
-        latency = _run_client(
-            [str(cluster.nodes[0].client_port), str(args.latency_ops), "1", "lat"]
-        )
+        first = str(cluster.nodes[0].client_port)
+        latency = _run_worker("client", [first, str(args.latency_ops), "1", "lat"])
         print("  trustchain: many in flight ...", flush=True)
         time.sleep(1.1)  # let a progress line mark the start
         h0, t0 = _height(cluster), time.monotonic()
-        throughput = _run_client([ports, str(args.ops), str(args.in_flight), "tput"])
+        throughput = _run_worker("client", [ports, str(args.ops), str(args.in_flight), "tput"])
         time.sleep(1.1)
         blocks_per_s = (_height(cluster) - h0) / (time.monotonic() - t0)
     finally:
@@ -242,27 +235,18 @@ def bench_etcd(args: argparse.Namespace, workdir: Path) -> dict[str, Any] | None
                     raise RuntimeError("etcd did not start; see its logs") from None
                 time.sleep(0.2)
         print("  etcd: sequential puts ...", flush=True)
-        sequential = _run_etcd([str(ports[0]), str(args.latency_ops), "1"])
+        sequential = _run_worker("etcd-client", [str(ports[0]), str(args.latency_ops), "1"])
         print("  etcd: concurrent puts ...", flush=True)
         threads = min(64, args.in_flight)
-        concurrent = _run_etcd([",".join(map(str, ports)), str(args.ops // 4), str(threads)])
+        concurrent = _run_worker(
+            "etcd-client", [",".join(map(str, ports)), str(args.ops // 4), str(threads)]
+        )
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(10)
     return {"sequential": sequential, "concurrent": concurrent, "threads": threads}
-
-
-def _run_etcd(args: list[str]) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "trustchain.node.bench_consensus", "etcd-client", *args],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise RuntimeError(f"etcd client failed:\n{result.stderr}")
-    figures: dict[str, Any] = json.loads(result.stdout)
-    return figures
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import math
 import os
 import random
 import resource
@@ -41,6 +40,7 @@ from trustchain.ct import signer as ct_signer
 from trustchain.ct.bulk import import_certificates
 from trustchain.ct.client import HTTPSConnection, client_context
 from trustchain.ct.sct import EntryType, LogEntry, TimestampedEntry
+from trustchain.node.benchstats import percentile
 from trustchain.node.errors import UserError
 
 ORIGIN = "bench.ct.trustchain.example/log"
@@ -90,14 +90,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return math.nan
-    return sorted_values[
-        min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
-    ]
 
 
 def _cpu_seconds(pid: int) -> float:

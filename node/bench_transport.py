@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any
 import trio
 
 from trustchain.node import identity
+from trustchain.node.benchstats import percentile
 from trustchain.node.config import load_genesis, load_node_config
 from trustchain.node.localcluster import LocalCluster
 from trustchain.node.peer import PeerNetwork
@@ -51,13 +51,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench.add_argument("--payload", type=int, default=100, help="request bytes (default 100)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.set_defaults(func=cmd_bench)
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return math.nan
-    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
-    return sorted_values[index]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
