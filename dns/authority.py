@@ -43,7 +43,7 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.edns
 import dns.exception
@@ -92,6 +92,15 @@ class View:
     """Served zones, longest origin first."""
     published: PublishedRecords
     """What the replicated state publishes."""
+    _soa: dict[dns.name.Name, tuple[dns.rrset.RRset, dns.rrset.RRset]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Per zone origin: the SOA RRset with the published serial, and its negative-
+    answer form; built once per view, since building RRsets is not cheap."""
+
+    def __post_init__(self) -> None:
+        for zone in self.zones:
+            self._soa[zone.origin] = _soa_rrsets(zone, self.published)
 
     def zone_for(self, name: dns.name.Name) -> ZoneIndex | None:
         for zone in self.zones:
@@ -119,13 +128,25 @@ class View:
 
     def soa(self, zone: ZoneIndex) -> dns.rrset.RRset:
         """The apex SOA with the serial moved by the published version."""
-        if not self.published.version:
-            return zone.soa
-        soa = zone.soa[0]
-        assert isinstance(soa, dns.rdtypes.ANY.SOA.SOA)
-        rrset = dns.rrset.RRset(zone.origin, dns.rdataclass.IN, dns.rdatatype.SOA)
-        rrset.add(soa.replace(serial=self.published.serial(soa.serial)), zone.soa.ttl)
-        return rrset
+        return self._soa[zone.origin][0]
+
+    def negative_soa(self, zone: ZoneIndex) -> dns.rrset.RRset:
+        """The SOA for NXDOMAIN/NODATA: TTL = min(TTL, MINIMUM) (RFC 2308 section 3)."""
+        return self._soa[zone.origin][1]
+
+
+def _soa_rrsets(
+    zone: ZoneIndex, published: PublishedRecords
+) -> tuple[dns.rrset.RRset, dns.rrset.RRset]:
+    soa = zone.soa[0]
+    assert isinstance(soa, dns.rdtypes.ANY.SOA.SOA)
+    if published.version:
+        soa = soa.replace(serial=published.serial(soa.serial))
+    positive = dns.rrset.RRset(zone.origin, dns.rdataclass.IN, dns.rdatatype.SOA)
+    positive.add(soa, zone.soa.ttl)
+    negative = dns.rrset.RRset(zone.origin, dns.rdataclass.IN, dns.rdatatype.SOA)
+    negative.add(soa, min(zone.soa.ttl, soa.minimum))
+    return positive, negative
 
 
 class Authority:
@@ -377,13 +398,8 @@ class _Lookup:
         return self.view.node(self.zone, star)
 
     def negative(self) -> None:
-        """SOA in authority for NXDOMAIN/NODATA, TTL = min(TTL, MINIMUM) (RFC 2308 section 3)."""
-        soa_rrset = self.view.soa(self.zone)
-        soa = soa_rrset[0]
-        assert isinstance(soa, dns.rdtypes.ANY.SOA.SOA)
-        negative = dns.rrset.RRset(self.zone.origin, dns.rdataclass.IN, dns.rdatatype.SOA)
-        negative.add(soa, min(soa_rrset.ttl, soa.minimum))
-        self.response.authority.append(negative)
+        """SOA in authority for NXDOMAIN and NODATA (RFC 2308 section 3)."""
+        self.response.authority.append(self.view.negative_soa(self.zone))
 
     def referral(self, cut: dns.name.Name, *, first: bool) -> None:
         """Delegation: NS of the cut in authority, addresses we hold for them as glue."""

@@ -19,6 +19,7 @@ def _benches() -> list[_Register]:
         bench_ca,
         bench_consensus,
         bench_ct,
+        bench_dns,
         bench_proofs,
         bench_transport,
     )
@@ -29,6 +30,7 @@ def _benches() -> list[_Register]:
         bench_proofs.register,
         bench_ct.register,
         bench_ca.register,
+        bench_dns.register,
     ]
 
 

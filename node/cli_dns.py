@@ -86,7 +86,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="connections per client address (default 64)",
     )
     serve.add_argument(
-        "--max-streams", type=int, default=64, help="queries open at once per connection"
+        "--max-open-queries",
+        type=int,
+        default=64,
+        help="queries started and unfinished per connection before DOQ_EXCESSIVE_LOAD (64)",
     )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.set_defaults(func=cmd_serve)
@@ -156,7 +159,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         authority = Authority(zones)
         settings = DoqSettings(
-            limits=DoqLimits(max_open_streams=args.max_streams),
+            limits=DoqLimits(max_open_streams=args.max_open_queries),
             idle_timeout=args.idle_timeout,
             max_connections_per_address=args.max_connections_per_address,
         )

@@ -6,7 +6,8 @@
         bound = await nursery.start(server.serve, parse_address("[::1]:8853"))
 
     async with trio.open_nursery() as nursery:
-        client = await DoqClient.connect(parse_address("[::1]:8853"), nursery, cafile=cert)
+        configuration = client_configuration(cafile=cert, server_name="::1")
+        client = await DoqClient.connect(parse_address("[::1]:8853"), nursery, configuration)
         response = await client.query(dns.message.make_query("trust.hypermesh.online.", "AAAA"))
         client.close()
 
@@ -89,6 +90,9 @@ class DoqSettings:
     Each ticket is used once (RFC 8446 section 8.1, RFC 9250 section 5.5.3)."""
     max_data: int = 1024 * 1024
     """QUIC connection flow-control window in octets."""
+    max_streams: int = 1024
+    """QUIC bidirectional stream credit per connection (initial_max_streams_bidi):
+    queries a client may have started and not yet seen fully closed."""
 
     def __post_init__(self) -> None:
         if not 0 < self.idle_timeout <= 3600:
@@ -98,6 +102,8 @@ class DoqSettings:
                 "max_connections_per_address must be 1..max_connections, "
                 f"got {self.max_connections_per_address}"
             )
+        if not 1 <= self.max_streams <= 2**16:
+            raise ValueError(f"max_streams {self.max_streams} is out of 1..65536")
         if self.session_tickets < 0:
             raise ValueError("session_tickets must be 0 or more")
 
@@ -221,6 +227,16 @@ class DoqServer:
             handler.link.wake()
 
     def _new_link(self, link: quic.QuicLink) -> _ServerLink:
+        # The stream credit is how a DoQ server bounds concurrent queries per
+        # connection (RFC 9250 section 5.8).  aioquic fixes it at 128 and has no
+        # setting; this is the one place that reaches in, before the handshake
+        # sends the transport parameters.  128 is too few: credit comes back
+        # only once a stream's answer is acknowledged, and a busy connection
+        # then stalls waiting for MAX_STREAMS (see docs/dns.md, benchmark).
+        credit = link.quic._local_max_streams_bidi
+        # `sent` is what the transport parameters announce; keep the two equal
+        # or aioquic believes it granted 128 and holds back MAX_STREAMS.
+        credit.value = credit.sent = self.settings.max_streams
         handler = _ServerLink(self, link)
         self._handlers.add(handler)
         return handler
@@ -625,6 +641,7 @@ _DNS_KEYS = {
     "max_connections": Key(_int_range(1, 1_000_000), default=4096),
     "max_connections_per_address": Key(_int_range(1, 1_000_000), default=64),
     "max_open_streams": Key(_int_range(1, 1_000_000), default=64),
+    "max_streams": Key(_int_range(1, 65536), default=1024),
     "max_query_bytes": Key(_int_range(12, 65535), default=4096),
     "stream_timeout": Key(_positive_float, default=5.0),
 }
@@ -662,6 +679,7 @@ def parse_dns_section(source: str, table: Mapping[str, Any], base: Path) -> DnsS
             idle_timeout=values["idle_timeout"],
             max_connections=values["max_connections"],
             max_connections_per_address=values["max_connections_per_address"],
+            max_streams=values["max_streams"],
         )
     except ValueError as exc:
         raise ConfigError(f"{source}: [dns]: {exc}") from None

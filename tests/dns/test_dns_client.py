@@ -3,6 +3,7 @@ session, closing, and what a client hears when the server goes away."""
 
 from __future__ import annotations
 
+import dns.message
 import dns.rcode
 import pytest
 import trio
@@ -157,3 +158,25 @@ def test_dns_config_section(tmp_path: object) -> None:
     with pytest.raises(ConfigError, match=r"dns\.stream_timeout"):
         parse_dns_section("node.toml", {"stream_timeout": 0}, base)
     assert DoqError.NO_ERROR == 0
+
+
+async def test_stream_credit_is_the_setting_and_comes_back(tls: Tls, nursery: trio.Nursery) -> None:
+    server, port = await start_server(nursery, tls, settings=DoqSettings(max_streams=3))
+    client = await connect(port, tls, nursery)
+    await client.handshake()
+    # The transport parameter initial_max_streams_bidi (RFC 9000 section 18.2).
+    assert client.link.quic._remote_max_streams_bidi == 3
+    results: list[object] = []
+    done = trio.Event()
+
+    def collect(stream_id: int, outcome: object) -> None:
+        results.append(outcome)
+        if len(results) == 20:
+            done.set()
+
+    for i in range(20):
+        client.submit(query(f"n{i}.wild.example.test."), collect)
+    with trio.fail_after(10):
+        await done.wait()
+    assert all(isinstance(r, dns.message.Message) for r in results), results
+    assert server.stats.queries == 20

@@ -1,0 +1,480 @@
+"""`trustchain bench dns`: DNS over QUIC, server and client in separate processes.
+
+The bench process writes a throw-away TLS certificate, starts a DoQ server
+process (the default zone plus published TLSA/CAA records) and a client
+process on ::1, and prints what the client measured:
+
+- handshake: time from the first Initial to HandshakeCompleted for new
+  connections, and to the first answer; the same for resumed sessions whose
+  query rides in 0-RTT;
+- one kept connection at fixed offered loads (open loop: queries leave on a
+  schedule whatever the answers do, and latency counts from the scheduled
+  time, so a client or server that falls behind shows in the figures);
+- one kept connection with a fixed number of queries in flight (closed loop:
+  the most it does);
+- the same with every query name distinct, so no cache helps;
+- many connections sharing the offered load.
+
+Server CPU time per query comes from /proc/PID/stat of the server process,
+which is what the "queries per second per server process" goal is about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.name
+import trio
+
+LOADS = (500, 1000, 2000, 3000, 4000)
+HOT_NAMES = (
+    ("trust.hypermesh.online.", "AAAA"),
+    ("ca.trust.hypermesh.online.", "AAAA"),
+    ("ct.trust.hypermesh.online.", "AAAA"),
+    ("_443._tcp.www.trust.hypermesh.online.", "TLSA"),
+    ("trust.hypermesh.online.", "CAA"),
+    ("nope.trust.hypermesh.online.", "AAAA"),
+)
+"""What the kept-connection runs ask, in turn (answers, CNAME chains, TLSA, CAA, NXDOMAIN)."""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser(
+        "dns",
+        help="DNS over QUIC: handshake time, latency at fixed loads, queries per second",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent(
+            """\
+            Starts a DoQ server process and a client process on ::1 and measures: the
+            handshake time of new and of resumed (0-RTT) connections; p50/p99 latency
+            and answered queries per second at fixed offered loads over one kept
+            connection and over many connections; the most one connection does with
+            64 queries in flight, with repeated and with distinct names; and the
+            server's CPU time per query.
+
+            example:
+              trustchain bench dns --seconds 3
+            """
+        ),
+    )
+    bench.add_argument("--seconds", type=float, default=3.0, help="per run (default 3)")
+    bench.add_argument(
+        "--loads",
+        default=",".join(map(str, LOADS)),
+        help=f"offered loads in queries/s (default {','.join(map(str, LOADS))})",
+    )
+    bench.add_argument(
+        "--connections", type=int, default=16, help="connections in the many-connection runs"
+    )
+    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    bench.set_defaults(func=cmd_bench)
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return math.nan
+    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from trustchain.node.errors import UserError
+
+    try:
+        loads = [int(x) for x in args.loads.split(",") if x]
+    except ValueError:
+        raise UserError("--loads: expected comma-separated integers, e.g. 1000,3000") from None
+    if not loads or min(loads) < 1 or not 0 < args.seconds <= 60 or not 1 <= args.connections <= 64:
+        raise UserError("--loads > 0, --seconds in (0, 60], --connections in 1..64 please")
+    worker = [sys.executable, "-m", "trustchain.node.bench_dns"]
+    with tempfile.TemporaryDirectory(prefix="tc-bench-dns-") as tmp:
+        cert, key = _write_tls(Path(tmp))
+        print(
+            f"bench dns: server and client processes on ::1, {args.seconds:g} s per run "
+            f"({os.cpu_count()} CPUs on this machine, shared)",
+            flush=True,
+        )
+        server = subprocess.Popen(
+            [*worker, "server", str(cert), str(key)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            if not line.startswith("port "):
+                print("bench dns: the server did not start", file=sys.stderr)
+                return 1
+            port = int(line.split()[1])
+            result = subprocess.run(
+                [
+                    *worker,
+                    "client",
+                    str(port),
+                    str(cert),
+                    str(server.pid),
+                    str(args.seconds),
+                    ",".join(map(str, loads)),
+                    str(args.connections),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                timeout=120 + 12 * args.seconds * (len(loads) + 6),
+            )
+        finally:
+            server.terminate()
+            server.wait(10)
+    if result.returncode != 0:
+        print("bench dns: the client failed (its stderr is above)", file=sys.stderr)
+        return 1
+    figures = json.loads(result.stdout)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        _print(figures)
+    return 0
+
+
+def _print(figures: dict[str, Any]) -> None:
+    for row in figures["handshakes"]:
+        print(
+            f"{row['kind']:<34} handshake p50 {row['handshake_p50_ms']:6.2f} ms  "
+            f"p99 {row['handshake_p99_ms']:6.2f} ms   first answer p50 "
+            f"{row['first_answer_p50_ms']:6.2f} ms  p99 {row['first_answer_p99_ms']:6.2f} ms"
+            f"  ({row['runs']} runs)"
+        )
+    header = (
+        f"{'run':<34} {'offered/s':>9} {'answered/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'max ms':>7} {'errors':>6} {'server CPU us/q':>15} {'client CPU':>10}"
+    )
+    print(header)
+    for row in figures["runs"]:
+        offered = "-" if row["offered"] is None else f"{row['offered']:,}"
+        print(
+            f"{row['kind']:<34} {offered:>9} {row['answered_per_s']:>10,.0f} "
+            f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} {row['max_ms']:>7.2f} "
+            f"{row['errors']:>6} {row['server_cpu_us_per_query']:>15.0f} "
+            f"{row['client_cpu_share']:>9.0%}"
+        )
+
+
+def _write_tls(directory: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trustchain bench dns")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("::1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "dns.pem", directory / "dns.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+# --- server process ----------------------------------------------------------------------------
+
+
+async def _serve(cert: Path, key: Path) -> None:
+    import hashlib
+
+    from trustchain.dns.authority import Authority
+    from trustchain.dns.records import CaaPolicy, CaaRecord, CertificateIssued
+    from trustchain.dns.zones import default_zone
+    from trustchain.node.config import Address
+    from trustchain.node.doq import DoqServer, DoqSettings, server_configuration
+
+    authority = Authority([default_zone()])
+    apex = dns.name.from_text("trust.hypermesh.online.")
+    authority.apply(
+        [
+            *(
+                CertificateIssued(
+                    f"{i + 1:x}",
+                    (dns.name.from_text(f"{host}.trust.hypermesh.online."),),
+                    hashlib.sha256(host.encode()).digest(),
+                )
+                for i, host in enumerate(("www", "api", "mail"))
+            ),
+            CaaPolicy(apex, (CaaRecord(0, "issue", "trust.hypermesh.online"),)),
+        ]
+    )
+    settings = DoqSettings()
+    server = DoqServer(authority, server_configuration(cert, key, settings), settings)
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(server.serve, Address("::1", 0))
+        print(f"port {bound[1]}", flush=True)
+
+
+# --- client process -----------------------------------------------------------------------------
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class _Client:
+    def __init__(self, port: int, cert: Path, server_pid: int, nursery: trio.Nursery) -> None:
+        self.port = port
+        self.cert = cert
+        self.server_pid = server_pid
+        self.nursery = nursery
+        hot = []
+        for qname, rdtype in HOT_NAMES:
+            message = dns.message.make_query(qname, rdtype)
+            message.id = 0
+            hot.append(message.to_wire())
+        self.hot = hot
+        self.distinct = 0
+
+    def configuration(self, ticket: Any = None) -> Any:
+        from trustchain.node.doq import client_configuration
+
+        return client_configuration(cafile=self.cert, server_name="::1", session_ticket=ticket)
+
+    async def connect(self, ticket: Any = None) -> Any:
+        from trustchain.node.config import Address
+        from trustchain.node.doq import DoqClient
+
+        return await DoqClient.connect(
+            Address("::1", self.port), self.nursery, self.configuration(ticket)
+        )
+
+    def next_query(self, counter: int, distinct: bool) -> bytes:
+        if not distinct:
+            return self.hot[counter % len(self.hot)]
+        self.distinct += 1
+        message = dns.message.make_query(f"q{self.distinct}.trust.hypermesh.online.", "AAAA")
+        message.id = 0
+        return message.to_wire()
+
+    async def handshakes(self, runs: int = 30) -> list[dict[str, Any]]:
+        rows = []
+        ticket = None
+        for kind in ("new connection", "resumed session, query in 0-RTT"):
+            handshake, first = [], []
+            for _ in range(runs):
+                started = trio.current_time()
+                client = await self.connect(ticket if kind.startswith("resumed") else None)
+                await client.query(self.hot[0])
+                first.append(trio.current_time() - started)
+                handshake.append(await client.handshake())
+                if kind.startswith("resumed") and not client.early_data_accepted:
+                    raise RuntimeError("the server did not accept 0-RTT")
+                with trio.fail_after(5):
+                    while client.session_ticket is None:
+                        await trio.sleep(0.001)
+                ticket = client.session_ticket
+                client.close()
+                await client.closed.wait()
+            handshake.sort()
+            first.sort()
+            rows.append(
+                {
+                    "kind": kind,
+                    "runs": runs,
+                    "handshake_p50_ms": percentile(handshake, 0.5) * 1000,
+                    "handshake_p99_ms": percentile(handshake, 0.99) * 1000,
+                    "first_answer_p50_ms": percentile(first, 0.5) * 1000,
+                    "first_answer_p99_ms": percentile(first, 0.99) * 1000,
+                }
+            )
+        return rows
+
+    async def measure(
+        self,
+        kind: str,
+        clients: list[Any],
+        seconds: float,
+        *,
+        offered: int | None = None,
+        in_flight: int = 0,
+        distinct: bool = False,
+    ) -> dict[str, Any]:
+        """Open loop at `offered` queries/s, or closed loop with `in_flight` per connection."""
+        from trustchain.node.doq import DoqClientError
+
+        latencies: list[float] = []
+        errors = 0
+        server_cpu = _process_cpu(self.server_pid)
+        client_cpu = time.process_time()
+        started = trio.current_time()
+        stop = started + seconds
+        counter = 0
+        outstanding = 0
+        all_done = trio.Event()
+
+        def on_reply(scheduled: float, refill: Callable[[], None] | None) -> Any:
+            def callback(stream_id: int, outcome: object) -> None:
+                nonlocal errors, outstanding
+                outstanding -= 1
+                if isinstance(outcome, DoqClientError):
+                    errors += 1
+                else:
+                    latencies.append(trio.current_time() - scheduled)
+                if refill is not None and trio.current_time() < stop:
+                    refill()
+                elif outstanding == 0 and trio.current_time() >= stop:
+                    all_done.set()
+
+            return callback
+
+        def send(client: Any, scheduled: float, refill: Callable[[], None] | None) -> None:
+            nonlocal counter, outstanding
+            counter += 1
+            outstanding += 1
+            client.submit(self.next_query(counter, distinct), on_reply(scheduled, refill))
+
+        if offered is not None:
+            interval = 1.0 / offered
+            due = started
+            while due < stop:
+                now = trio.current_time()
+                while due <= now and due < stop:
+                    send(clients[counter % len(clients)], due, None)
+                    due += interval
+                await trio.sleep_until(min(due, stop))
+        else:
+            for client in clients:
+                for _ in range(in_flight):
+
+                    def refill(client: Any = client) -> None:
+                        send(client, trio.current_time(), refill)
+
+                    refill()
+            await trio.sleep_until(stop)
+        with trio.move_on_after(10):
+            if outstanding:
+                await all_done.wait()
+        elapsed = trio.current_time() - started
+        errors += outstanding  # never answered
+        server_cpu = _process_cpu(self.server_pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
+        latencies.sort()
+        answered = len(latencies)
+        return {
+            "kind": kind,
+            "offered": offered,
+            "in_flight": in_flight * len(clients) if offered is None else None,
+            "connections": len(clients),
+            "answered": answered,
+            "answered_per_s": answered / elapsed,
+            "p50_ms": percentile(latencies, 0.5) * 1000,
+            "p99_ms": percentile(latencies, 0.99) * 1000,
+            "max_ms": (latencies[-1] if latencies else math.nan) * 1000,
+            "errors": errors,
+            "server_cpu_us_per_query": server_cpu / max(answered, 1) * 1e6,
+            "client_cpu_share": client_cpu / elapsed,
+        }
+
+
+async def _drive(
+    port: int, cert: Path, server_pid: int, seconds: float, loads: list[int], connections: int
+) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    async with trio.open_nursery() as nursery:
+        client = _Client(port, cert, server_pid, nursery)
+        handshakes = await client.handshakes()
+        kept = await client.connect()
+        await kept.handshake()
+        # Warm-up, not reported: caches, allocator, CPU frequency.
+        await client.measure("warm-up", [kept], 1.0, in_flight=16)
+        for load in loads:
+            runs.append(await client.measure("1 connection", [kept], seconds, offered=load))
+        runs.append(
+            await client.measure("1 connection, 64 in flight", [kept], seconds, in_flight=64)
+        )
+        runs.append(
+            await client.measure(
+                "1 connection, distinct names", [kept], seconds, offered=1000, distinct=True
+            )
+        )
+        runs.append(
+            await client.measure(
+                "1 conn., distinct names, 64 in flight",
+                [kept],
+                seconds,
+                in_flight=64,
+                distinct=True,
+            )
+        )
+        many = [await client.connect() for _ in range(connections)]
+        for each in many:
+            await each.handshake()
+        for load in (1000, 3000):
+            runs.append(
+                await client.measure(f"{connections} connections", many, seconds, offered=load)
+            )
+        runs.append(
+            await client.measure(
+                f"{connections} connections, 4 in flight each", many, seconds, in_flight=4
+            )
+        )
+        for each in [kept, *many]:
+            each.close()
+        nursery.cancel_scope.cancel()
+    return {"seconds": seconds, "handshakes": handshakes, "runs": runs}
+
+
+def _worker(argv: list[str]) -> int:
+    role, *rest = argv
+    if role == "server":
+        trio.run(_serve, Path(rest[0]), Path(rest[1]))
+        return 0
+    port, cert, pid, seconds, loads, connections = rest
+    figures = trio.run(
+        _drive,
+        int(port),
+        Path(cert),
+        int(pid),
+        float(seconds),
+        [int(x) for x in loads.split(",")],
+        int(connections),
+    )
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))
