@@ -11,7 +11,7 @@ certificate; ``issuer_key_hash`` is then the real CA's key.
 RFC 6962 section 3.3: a TLS client verifying an SCT embedded in a final
 certificate rebuilds the same TBS by removing the SCT list extension.
 
-All edits work on raw DER (see _der.py): every byte the CA signed that is not
+All edits work on raw DER (see der.py): every byte the CA signed that is not
 edited stays exactly as it was.
 """
 
@@ -23,16 +23,16 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from trustchain.ct import _der
-from trustchain.ct._der import DERError
+from trustchain.ct import der
+from trustchain.ct.der import DERError
 from trustchain.ct.sct import SCT_LIST_OID, EntryType, LogEntry
 
 POISON_OID = "1.3.6.1.4.1.11129.2.4.3"
 PRECERT_SIGNING_EKU = "1.3.6.1.4.1.11129.2.4.4"
 _AKI_OID = "2.5.29.35"
-_POISON = _der.encode_oid(POISON_OID)
-_SCT_LIST = _der.encode_oid(SCT_LIST_OID.dotted_string)
-_AKI = _der.encode_oid(_AKI_OID)
+_POISON = der.encode_oid(POISON_OID)
+_SCT_LIST = der.encode_oid(SCT_LIST_OID.dotted_string)
+_AKI = der.encode_oid(_AKI_OID)
 
 
 class PrecertError(ValueError):
@@ -42,8 +42,8 @@ class PrecertError(ValueError):
 def tbs_of(cert_der: bytes) -> bytes:
     """The raw TBSCertificate TLV of a DER Certificate (RFC 5280 section 4.1)."""
     try:
-        body = _der.content(cert_der, _der.SEQUENCE, "Certificate")
-        parts = _der.elements(body)
+        body = der.content(cert_der, der.SEQUENCE, "Certificate")
+        parts = der.elements(body)
     except DERError as exc:
         raise PrecertError(f"certificate is not valid DER: {exc}") from None
     if len(parts) != 3:
@@ -56,7 +56,7 @@ class _TBS:
 
     def __init__(self, tbs: bytes) -> None:
         try:
-            self.fields = _der.elements(_der.content(tbs, _der.SEQUENCE, "TBSCertificate"))
+            self.fields = der.elements(der.content(tbs, der.SEQUENCE, "TBSCertificate"))
             # [0] EXPLICIT version is optional (absent means v1).
             self.off = 1 if self.fields and self.fields[0][0] == 0xA0 else 0
             if len(self.fields) < self.off + 6:
@@ -64,8 +64,8 @@ class _TBS:
             self.ext_at = next((i for i, f in enumerate(self.fields) if f[0] == 0xA3), None)
             self.extensions: list[bytes] = []
             if self.ext_at is not None:
-                seq = _der.content(self.fields[self.ext_at], 0xA3, "extensions")
-                self.extensions = _der.elements(_der.content(seq, _der.SEQUENCE, "Extensions"))
+                seq = der.content(self.fields[self.ext_at], 0xA3, "extensions")
+                self.extensions = der.elements(der.content(seq, der.SEQUENCE, "Extensions"))
         except DERError as exc:
             raise PrecertError(f"TBSCertificate is not valid DER: {exc}") from None
 
@@ -80,7 +80,7 @@ class _TBS:
     @staticmethod
     def ext_oid(ext: bytes) -> bytes:
         try:
-            parts = _der.elements(_der.content(ext, _der.SEQUENCE, "Extension"))
+            parts = der.elements(der.content(ext, der.SEQUENCE, "Extension"))
         except DERError as exc:
             raise PrecertError(f"extension is not valid DER: {exc}") from None
         if not parts or parts[0][0] != 0x06:
@@ -94,12 +94,12 @@ class _TBS:
         fields = list(self.fields)
         if self.ext_at is not None:
             if self.extensions:
-                seq = _der.encode_tlv(_der.SEQUENCE, b"".join(self.extensions))
-                fields[self.ext_at] = _der.encode_tlv(0xA3, seq)
+                seq = der.encode_tlv(der.SEQUENCE, b"".join(self.extensions))
+                fields[self.ext_at] = der.encode_tlv(0xA3, seq)
             else:
                 # An empty Extensions SEQUENCE is not allowed (SIZE (1..MAX)); drop [3].
                 del fields[self.ext_at]
-        return _der.encode_tlv(_der.SEQUENCE, b"".join(fields))
+        return der.encode_tlv(der.SEQUENCE, b"".join(fields))
 
 
 def _check_poison(tbs: _TBS) -> int:
@@ -108,7 +108,7 @@ def _check_poison(tbs: _TBS) -> int:
         raise PrecertError(
             f"a precertificate must carry exactly one poison extension, found {len(found)}"
         )
-    ext = _der.elements(_der.content(tbs.extensions[found[0]], _der.SEQUENCE, "Extension"))
+    ext = der.elements(der.content(tbs.extensions[found[0]], der.SEQUENCE, "Extension"))
     # RFC 6962 section 3.1: critical, with extnValue ASN.1 NULL.
     if len(ext) != 3 or ext[1] != b"\x01\x01\xff" or ext[2] != b"\x04\x02\x05\x00":
         raise PrecertError("the poison extension must be critical and contain ASN.1 NULL")

@@ -438,9 +438,9 @@ def sct_list_extension(scts: Sequence[SignedCertificateTimestamp]) -> x509.Unrec
 
 def parse_sct_list_extension(value: bytes) -> list[SignedCertificateTimestamp]:
     """Decode the raw extnValue contents (the DER OCTET STRING) of the SCT list extension."""
-    from trustchain.ct import _der
+    from trustchain.ct import der
 
-    tag, content, rest = _der.read_tlv(value)
+    tag, content, rest = der.read_tlv(value)
     if tag != 0x04 or rest:
         raise DecodeError("SCT list extension value is not a single OCTET STRING")
     return decode_sct_list(content)

@@ -12,6 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 
+# The generic TLV reading and writing is ct's; this module adds what certificates,
+# CSRs and CRLs built for an HSM need on top of it.
+from trustchain.ct import der as _ct
+
+DERError = _ct.DERError
+bounds = _ct.tlv_bounds
+split = _ct.elements
+tlv = _ct.encode_tlv
+oid = _ct.encode_oid
+
 SEQUENCE = 0x30
 SET = 0x31
 INTEGER = 0x02
@@ -25,19 +35,7 @@ UTC_TIME = 0x17
 GENERALIZED_TIME = 0x18
 
 
-class DERError(ValueError):
-    """Input that is not the strict DER this module expects; says where."""
-
-
 # --- writing ---------------------------------------------------------------------
-
-
-def tlv(tag: int, body: bytes) -> bytes:
-    n = len(body)
-    if n < 0x80:
-        return bytes([tag, n]) + body
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(raw)]) + raw + body
 
 
 def seq(*parts: bytes) -> bytes:
@@ -48,21 +46,6 @@ def integer(value: int) -> bytes:
     """Minimal two's-complement INTEGER (X.690 section 8.3)."""
     length = max(1, (value.bit_length() + 8) // 8)
     return tlv(INTEGER, value.to_bytes(length, "big", signed=True))
-
-
-def oid(dotted: str) -> bytes:
-    arcs = [int(a) for a in dotted.split(".")]
-    if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] >= 40):
-        raise ValueError(f"bad OID {dotted}")
-    body = bytearray()
-    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
-        chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        body.extend(reversed(chunk))
-    return tlv(OID, bytes(body))
 
 
 def null() -> bytes:
@@ -106,46 +89,6 @@ def time(value: dt.datetime) -> bytes:
 
 
 # --- reading ---------------------------------------------------------------------
-
-
-def bounds(data: bytes, pos: int) -> tuple[int, int, int]:
-    """(tag, content start, content end) of the TLV at ``pos``."""
-    if len(data) - pos < 2:
-        raise DERError("truncated TLV header")
-    tag = data[pos]
-    if tag & 0x1F == 0x1F:
-        raise DERError("high-tag-number form does not occur in these structures")
-    first = data[pos + 1]
-    pos += 2
-    if first < 0x80:
-        length = first
-    elif first == 0x80:
-        raise DERError("indefinite length is not DER")
-    else:
-        n = first & 0x7F
-        if n > 4 or len(data) - pos < n:
-            raise DERError("bad long-form length")
-        raw = data[pos : pos + n]
-        if raw[0] == 0:
-            raise DERError("non-minimal length encoding")
-        length = int.from_bytes(raw, "big")
-        if length < 0x80:
-            raise DERError("long form used for a short length")
-        pos += n
-    if len(data) - pos < length:
-        raise DERError("content runs past the end of the data")
-    return tag, pos, pos + length
-
-
-def split(data: bytes) -> list[bytes]:
-    """A concatenation of TLVs as a list of raw TLVs."""
-    out = []
-    pos = 0
-    while pos < len(data):
-        _, _, end = bounds(data, pos)
-        out.append(data[pos:end])
-        pos = end
-    return out
 
 
 def body(element: bytes, tag: int, what: str) -> bytes:
