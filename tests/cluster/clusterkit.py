@@ -1,0 +1,202 @@
+"""Helpers for the node/cluster tests: a software CA, a plotted account, requests.
+
+A uniquely named module (tests/cluster/conftest.py puts this folder on sys.path).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import chiapos
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
+
+from trustchain.consensus.proofs.codec import encode_bundle
+from trustchain.consensus.proofs.hashing import account_id
+from trustchain.consensus.proofs.ledger import raw_public_key
+from trustchain.consensus.proofs.policy import AccountEntry, Policy, account_entry_toml, policy_toml
+from trustchain.consensus.proofs.prover import make_bundle
+from trustchain.consensus.proofs.space import make_space_proof
+from trustchain.consensus.proofs.vdf import make_time_proof
+from trustchain.ct.signer import SoftwareSigner
+from trustchain.node.ca import certbuild, profiles
+from trustchain.node.ca.genesis import ca_section_toml
+from trustchain.node.ca.issuance import PrecertRequest, check_csr, issue_precertificate
+from trustchain.node.ca.profiles import CACertificate, CAPolicy
+from trustchain.node.ca.schemes import SignatureScheme, SoftwareCASigner
+from trustchain.node.cli import main
+from trustchain.node.state import IssueRequest, encode_issue, request_hash
+
+TEST_POLICY = Policy(
+    min_stake=100,
+    work_bits=8,
+    min_k=18,
+    space_index_limit=16,
+    vdf_iterations=2000,
+    epoch_length=1000,
+    unbonding_delay=2000,
+)
+ZONE = "trust.example"
+
+
+@dataclass(frozen=True)
+class Account:
+    key: Ed25519PrivateKey
+    public_key: bytes
+    id: bytes
+    key_path: Path
+
+
+@dataclass(frozen=True)
+class PlotEnv:
+    owner: Account
+    other: Account
+    """A second staked account without a plot."""
+    plot_path: Path
+    plot: Any  # chiapos.DiskProver
+
+
+def _load_account(path: Path) -> Account:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    pk = raw_public_key(key)
+    return Account(key, pk, account_id(pk), path)
+
+
+def make_plot_env(folder: Path) -> PlotEnv:
+    for name in ("owner", "other"):
+        assert main(["account", "new", "--out", str(folder / f"{name}.key")]) == 0
+    plot_path = folder / "owner.plot"
+    args = ["proof", "plot", "--account", str(folder / "owner.key"), "--k", "18"]
+    assert main([*args, "--out", str(plot_path), "--buffer-mb", "128"]) == 0
+    return PlotEnv(
+        _load_account(folder / "owner.key"),
+        _load_account(folder / "other.key"),
+        plot_path,
+        chiapos.DiskProver(str(plot_path)),
+    )
+
+
+@dataclass
+class SoftCA:
+    root: CACertificate
+    issuers: dict[str, tuple[SoftwareCASigner, CACertificate]]
+    logs: dict[str, SoftwareSigner]
+    policy: CAPolicy
+    section: str
+
+
+async def soft_ca(names: list[str], now: dt.datetime) -> SoftCA:
+    policy = CAPolicy(zones=(ZONE,))
+    root_signer = SoftwareCASigner(
+        rsa.generate_private_key(65537, 2048), SignatureScheme.RSA_PKCS1_SHA384
+    )
+    start = now - dt.timedelta(days=1)
+    root = CACertificate.from_der(
+        await certbuild.sign_certificate(
+            root_signer,
+            profiles.root_tbs(
+                root_signer.public_key(), root_signer.scheme, common_name="Root", not_before=start
+            ),
+        )
+    )
+    issuers, logs = {}, {}
+    for name in names:
+        key = SoftwareCASigner(ec.generate_private_key(ec.SECP384R1()))
+        tbs = profiles.intermediate_tbs(
+            root, key.public_key(), common_name=f"Int {name}", zones=policy.zones, not_before=start
+        )
+        cert = await certbuild.sign_certificate(root_signer, tbs)
+        issuers[name] = (key, CACertificate.from_der(cert))
+        logs[name] = SoftwareSigner(ec.generate_private_key(ec.SECP256R1()))
+    section = ca_section_toml(
+        policy, {n: (logs[n].public_key(), [issuers[n][1].der]) for n in names}, root_der=root.der
+    )
+    return SoftCA(root, issuers, logs, policy, section)
+
+
+def genesis_text(
+    chain_id: str,
+    validators: dict[str, bytes],
+    accounts: list[Account],
+    ca_section: str,
+    policy: Policy = TEST_POLICY,
+) -> str:
+    out = [f'chain_id = "{chain_id}"\n']
+    for i, (name, key) in enumerate(validators.items()):
+        out.append(
+            f'[[validators]]\nname = "{name}"\naddress = "[::1]:{7001 + i}"\n'
+            f'public_key = "{base64.b64encode(key).decode()}"\npower = 1\n'
+        )
+    out.append(policy_toml(policy))
+    for a in accounts:
+        out.append(account_entry_toml(AccountEntry(a.id, a.public_key, bonded=1000)))
+    out.append(ca_section)
+    return "\n".join(out)
+
+
+def make_csr(names: list[str]) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.DER), key
+
+
+def make_bundle_for(
+    env: PlotEnv, chain_id: str, beacon: bytes, csr_der: bytes, *, epoch: int = 0
+) -> bytes:
+    owner = env.owner
+    space = make_space_proof(env.plot, owner.public_key, owner.id, beacon, TEST_POLICY)
+    time_proof = make_time_proof(beacon, owner.id, TEST_POLICY.vdf_iterations)
+    bundle = make_bundle(
+        owner.key,
+        chain_id,
+        epoch=epoch,
+        request=request_hash(csr_der),
+        space=space,
+        time=time_proof,
+        work_bits=TEST_POLICY.work_bits,
+    )
+    return encode_bundle(bundle)
+
+
+async def issue_op(
+    ca: SoftCA,
+    issuer: str,
+    csr_der: bytes,
+    bundle: bytes,
+    now: dt.datetime,
+    *,
+    days: int = 30,
+) -> bytes:
+    checked = check_csr(csr_der, ca.policy)
+    nonce = secrets.token_bytes(16)
+    not_before = now.replace(microsecond=0)
+    not_after = not_before + dt.timedelta(days=days) - dt.timedelta(seconds=1)
+    signer, cert = ca.issuers[issuer]
+    precert = await issue_precertificate(
+        signer, cert, PrecertRequest(checked, nonce, not_before, not_after), ca.policy
+    )
+    return encode_issue(
+        IssueRequest(
+            csr_der,
+            bundle,
+            precert.der,
+            issuer,
+            nonce,
+            int(not_before.timestamp()),
+            int(not_after.timestamp()),
+        )
+    )
