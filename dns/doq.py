@@ -197,7 +197,7 @@ class ResponseReceived:
     wire: bytes
     """The response without the length prefix."""
     message: dns.message.Message
-    """The parsed response."""
+    """The parsed response, shared with identical responses and read-only."""
 
 
 @dataclass(frozen=True)
@@ -228,15 +228,16 @@ class Output:
 _NOTHING = Output()
 
 
-# --- query parsing (shared between connections) --------------------------------------------
+# --- message parsing (shared between connections) ------------------------------------------
 
 
-class QueryParser:
-    """Parses query messages, remembering recent ones by their bytes.
+class MessageParser:
+    """Parses DNS messages, remembering recent ones by their bytes.
 
-    DoQ queries all carry ID 0, so the same question from any client is the
-    same bytes; parsing it once saves most of the per-query cost.  Cached
-    messages are shared: nobody may modify them.
+    DoQ messages all carry ID 0, so the same question from any client is the
+    same bytes, and so is the same answer from an unchanged zone; parsing each
+    once saves most of the per-message cost of dnspython.  Cached messages are
+    shared: nobody may modify them.  Messages over 4096 octets are not kept.
     """
 
     def __init__(self, size: int = 4096) -> None:
@@ -249,9 +250,10 @@ class QueryParser:
         if message is not None:
             return message
         message = dns.message.from_wire(wire)
-        self._cache[wire] = message
-        if len(self._cache) > self._size:
-            self._cache.popitem(last=False)
+        if len(wire) <= 4096:
+            self._cache[wire] = message
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
         return message
 
 
@@ -351,9 +353,11 @@ _ANSWERING = _Answering()
 class DoqServerProtocol:
     """The server side of one DoQ connection."""
 
-    def __init__(self, limits: DoqLimits | None = None, parser: QueryParser | None = None) -> None:
+    def __init__(
+        self, limits: DoqLimits | None = None, parser: MessageParser | None = None
+    ) -> None:
         self.limits = limits or DoqLimits()
-        self.parser = parser or QueryParser()
+        self.parser = parser or MessageParser()
         self.closed = False
         self.close_code: int | None = None
         """The DoqError this core closed the connection with, if it did."""
@@ -521,9 +525,10 @@ class DoqServerProtocol:
 class DoqClientProtocol:
     """The client side of one DoQ connection: many queries, one stream each."""
 
-    def __init__(self, *, fin_timeout: float = 5.0) -> None:
+    def __init__(self, *, fin_timeout: float = 5.0, parser: MessageParser | None = None) -> None:
         self.fin_timeout = fin_timeout
         """Seconds a complete response may wait for its FIN."""
+        self.parser = parser or MessageParser(size=1024)
         self.closed = False
         self.close_code: int | None = None
         self.close_reason = ""
@@ -595,7 +600,7 @@ class DoqClientProtocol:
         self._completed_at.pop(stream_id, None)
         wire = reader.wire
         try:
-            message = dns.message.from_wire(wire)
+            message = self.parser.parse(wire)
         except (dns.exception.DNSException, ValueError, IndexError, UnicodeError) as exc:
             return Output(events=(QueryFailed(stream_id, None, f"malformed response: {exc}"),))
         if has_keepalive(message):

@@ -169,6 +169,8 @@ def _print(figures: dict[str, Any]) -> None:
             f"{row['errors']:>6} {row['server_cpu_us_per_query']:>15.0f} "
             f"{row['client_cpu_share']:>9.0%}"
         )
+        for sample in row["error_samples"]:
+            print(f"    error: {sample}")
 
 
 def _write_tls(directory: Path) -> tuple[Path, Path]:
@@ -337,6 +339,7 @@ class _Client:
 
         latencies: list[float] = []
         errors = 0
+        samples: list[str] = []
         server_cpu = _process_cpu(self.server_pid)
         client_cpu = time.process_time()
         started = trio.current_time()
@@ -351,6 +354,8 @@ class _Client:
                 outstanding -= 1
                 if isinstance(outcome, DoqClientError):
                     errors += 1
+                    if len(samples) < 3:
+                        samples.append(f"stream {stream_id}: {outcome}")
                 else:
                     latencies.append(trio.current_time() - scheduled)
                 if refill is not None and trio.current_time() < stop:
@@ -388,7 +393,9 @@ class _Client:
             if outstanding:
                 await all_done.wait()
         elapsed = trio.current_time() - started
-        errors += outstanding  # never answered
+        if outstanding:
+            samples.append(f"{outstanding} queries unanswered 10 s after the run")
+        errors += outstanding
         server_cpu = _process_cpu(self.server_pid) - server_cpu
         client_cpu = time.process_time() - client_cpu
         latencies.sort()
@@ -406,6 +413,7 @@ class _Client:
             "errors": errors,
             "server_cpu_us_per_query": server_cpu / max(answered, 1) * 1e6,
             "client_cpu_share": client_cpu / elapsed,
+            "error_samples": samples,
         }
 
 

@@ -50,9 +50,9 @@ from trustchain.dns.doq import (
     DoqError,
     DoqLimits,
     DoqServerProtocol,
+    MessageParser,
     Output,
     QueryFailed,
-    QueryParser,
     QueryReceived,
     ResetStream,
     ResponseReceived,
@@ -184,7 +184,7 @@ class DoqServer:
         self.settings = settings or DoqSettings()
         self.log = log or get_logger("dns")
         self.stats = DoqServerStats()
-        self.parser = QueryParser()
+        self.parser = MessageParser()
         tickets = SessionTicketStore(self.settings.session_tickets)
         resumption = self.settings.session_tickets > 0
         self._quic = quic.QuicServer(
@@ -479,7 +479,11 @@ class DoqClient:
     async def query(
         self, query: dns.message.Message | bytes, timeout: float = 5.0
     ) -> dns.message.Message:
-        """Send one query and wait for its response; raises DoqClientError."""
+        """Send one query and wait for its response; raises DoqClientError.
+
+        The response may be the same object as for an identical earlier
+        response (see MessageParser): read it, do not modify it.
+        """
         done = trio.Event()
         result: list[dns.message.Message | DoqClientError] = []
 

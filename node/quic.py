@@ -43,6 +43,8 @@ Addr = tuple[str, int, int, int]
 """An IPv6 socket address as recvfrom returns it."""
 
 MAX_DATAGRAM = 65536
+RECEIVE_BUFFER = 4 * 1024 * 1024
+"""Requested SO_RCVBUF of every socket (see udp_socket)."""
 INBOX_SIZE = 1024
 """Datagrams queued for one connection; past this they are dropped like on a full NIC
 queue, and QUIC's loss recovery resends them."""
@@ -53,9 +55,17 @@ def ipv6_addr(address: Address) -> Addr:
 
 
 def udp_socket() -> trio.socket.SocketType:
-    """An AF_INET6 UDP socket that refuses IPv4 (IPV6_V6ONLY)."""
+    """An AF_INET6 UDP socket that refuses IPv4 (IPV6_V6ONLY), with a large receive buffer."""
     sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    # Datagrams pile up while this process waits for a CPU; at a few thousand
+    # per second Linux's default buffer (208 KiB) overflows, and every drop
+    # costs a QUIC loss-recovery round (RFC 9002) in latency.  The kernel caps
+    # the request at net.core.rmem_max, which is fine.
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    except OSError:
+        pass  # keep the default
     return sock
 
 
