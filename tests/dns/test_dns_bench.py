@@ -1,0 +1,43 @@
+"""`trustchain bench dns` runs end to end (tiny runs; the figures are not judged here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_bench_dns_produces_figures() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trustchain.node.cli",
+            "bench",
+            "dns",
+            "--seconds",
+            "0.3",
+            "--loads",
+            "200",
+            "--connections",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout[result.stdout.index("{") :])
+    kinds = [row["kind"] for row in figures["handshakes"]]
+    assert kinds == ["new connection", "resumed session, query in 0-RTT"]
+    runs = figures["runs"]
+    assert [r["offered"] for r in runs if r["kind"] == "1 connection"] == [200]
+    for run in runs:
+        assert run["answered"] > 0 and run["errors"] == 0, run
+        assert run["p50_ms"] <= run["p99_ms"] <= run["max_ms"]
+        assert run["server_cpu_us_per_query"] > 0
