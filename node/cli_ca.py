@@ -40,6 +40,10 @@ def register(sub: _Sub) -> None:
     cert = sub.add_parser("cert", help="work with issued certificates (verify)")
     cert_sub = cert.add_subparsers(dest="cert_command", metavar="COMMAND", required=True)
     _register_verify(cert_sub)
+    # request, status, revoke: the node API's client (trustchain.node.cli_cert).
+    from trustchain.node.cli_cert import register_cert_commands
+
+    register_cert_commands(cert_sub)
 
 
 def _now() -> dt.datetime:

@@ -239,6 +239,26 @@ class NodeConfig:
     client_listen: Address | None = None
     """Local TCP endpoint where clients submit operations (loopback only); None: off."""
     consensus: ConsensusSettings = field(default_factory=ConsensusSettings)
+    hsm: Path | None = None
+    """The validator's hsm.toml (intermediate and CT log keys); None: consensus only."""
+    ct_listen: Address | None = None
+    """HTTPS address of the CT log and the certificate status API (port 6962)."""
+    server_tls_cert: Path | None = None
+    """PEM certificate (chain) of the node's HTTPS and DoQ servers."""
+    server_tls_key: Path | None = None
+    """Its PEM private key."""
+    dns: dict[str, Any] | None = None
+    """The [dns] table (checked by trustchain.node.doq.parse_dns_section); None: no DoQ."""
+    validity_days: int = 30
+    """Validity of the certificates this node issues (at most the [ca] policy's maximum)."""
+    api_listen: Address | None = None
+    """HTTPS API with mutual TLS (port 8443); None: off."""
+    api_client_ca: Path | None = None
+    """PEM root(s) client certificates must chain to (the TrustChain root)."""
+    api_allow: tuple[str, ...] = ("::1/128",)
+    """IPv6 networks allowed to use the API; others get 403."""
+    api_rate_limit: int = 1000
+    """Requests per minute per client identity; past it, 429 with Retry-After."""
 
     @property
     def consensus_key(self) -> Path:
@@ -258,7 +278,34 @@ _NODE_KEYS = {
     "peer": Key(lambda v: v, default={}),
     "client_listen": Key(lambda v: _loopback(_address(v)), default=None),
     "consensus": Key(lambda v: v, default={}),
+    "hsm": Key(_string, default=None),
+    "ct_listen": Key(_address, default=None),
+    "server_tls_cert": Key(_string, default=None),
+    "server_tls_key": Key(_string, default=None),
+    "dns": Key(_typed(dict, "a table [dns]"), default=None),
+    "validity_days": Key(_int_range(1, 398), default=30),
+    "api_listen": Key(_address, default=None),
+    "api_client_ca": Key(_string, default=None),
+    "api_allow": Key(lambda v: _ipv6_networks(v), default=("::1/128",)),
+    "api_rate_limit": Key(_int_range(1, 10_000_000), default=1000),
 }
+
+
+def _ipv6_networks(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f'expected a list of IPv6 networks like ["::1/128"], got {value!r}')
+    out = []
+    for text in value:
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP network") from None
+        if not isinstance(net, ipaddress.IPv6Network):
+            raise ValueError(f"{text!r} is IPv4; TrustChain is IPv6 only")
+        if net.network_address.ipv4_mapped is not None:
+            raise ValueError(f"{text!r} is IPv4-mapped; TrustChain is IPv6 only")
+        out.append(net.compressed)
+    return tuple(out)
 
 
 def _loopback(address: Address) -> Address:
@@ -314,7 +361,21 @@ def load_node_config(path: str | Path) -> NodeConfig:
         ),
         client_listen=values["client_listen"],
         consensus=ConsensusSettings(**consensus),
+        hsm=None if values["hsm"] is None else (base / values["hsm"]).resolve(),
+        ct_listen=values["ct_listen"],
+        server_tls_cert=_optional_path(base, values["server_tls_cert"]),
+        server_tls_key=_optional_path(base, values["server_tls_key"]),
+        dns=values["dns"],
+        validity_days=values["validity_days"],
+        api_listen=values["api_listen"],
+        api_client_ca=_optional_path(base, values["api_client_ca"]),
+        api_allow=values["api_allow"],
+        api_rate_limit=values["api_rate_limit"],
     )
+
+
+def _optional_path(base: Path, value: str | None) -> Path | None:
+    return None if value is None else (base / value).resolve()
 
 
 # --- genesis --------------------------------------------------------------------------

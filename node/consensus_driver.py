@@ -26,7 +26,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trustchain.consensus import codec
-from trustchain.consensus.core import Config, Core, Output
+from trustchain.consensus.core import Application, Config, Core, Evidence, Output
 from trustchain.consensus.messages import Block, Message, Operation, Timeout, Vote, operation_id
 from trustchain.consensus.storage import SqliteStorage
 from trustchain.consensus.validators import Member, ValidatorSet
@@ -79,15 +79,23 @@ class ConsensusDriver:
         data_dir: Path,
         config: Config,
         log: EventLogger,
+        *,
+        app: Application | None = None,
+        core_class: type[Core] = Core,
     ) -> None:
         self.name = name
         self.network = network
         self.log = log
         self.storage = SqliteStorage(data_dir / "consensus.db")
-        self.core = Core(
-            name, key, validator_set(genesis), NoOpApplication(genesis.chain_id),
+        self.core = core_class(
+            name, key, validator_set(genesis), app or NoOpApplication(genesis.chain_id),
             self.storage.load(), config,
         )  # fmt: skip
+        # The application's hooks (trustchain.node.app), called from the loop task:
+        # for each block committed (height order, before client waiters are
+        # answered), and for equivocation evidence found.
+        self.on_committed: Callable[[Block], None] | None = None
+        self.on_evidence: Callable[[Evidence], None] | None = None
         self.audit = open(data_dir / "signed.log", "a", buffering=1)
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[str, Any]](65536)
         # operation id -> (callback, deadline) to call with (height, error) on commit or failure.
@@ -180,6 +188,8 @@ class ConsensusDriver:
                     "consensus.equivocation", validator=evidence.validator,
                     round=evidence.round, kind=evidence.kind,
                 )  # fmt: skip
+                if self.on_evidence is not None:
+                    self.on_evidence(evidence)
             for reason in out.rejected:
                 self.log.debug("consensus.rejected", reason=reason)
         last = outputs[-1].wakeup
@@ -193,6 +203,8 @@ class ConsensusDriver:
             self.audit.write(f"timeout {message.round} {message.high_qc.round}\n")
 
     def _committed(self, block: Block) -> None:
+        if self.on_committed is not None:
+            self.on_committed(block)
         self.committed_ops += len(block.payload)
         self.log.debug(
             "consensus.committed", height=block.height, round=block.round, ops=len(block.payload)

@@ -4,8 +4,14 @@ The daemon runs the authenticated peer mesh, the consensus core over it
 (`trustchain.node.consensus_driver`, SQLite state in the data directory),
 the local operations endpoint when ``client_listen`` is set, and a heartbeat:
 every second it sends each peer a ``ping``, answers every ``ping`` with a
-``pong`` and logs the round-trip time.  The CA, CT and DNS services attach
-to the same mesh and consensus as they land.
+``pong`` and logs the round-trip time.
+
+With ``hsm`` set in node.toml the node is a full validator: the replicated
+state machine (`trustchain.node.state`) is consensus's application, and
+`trustchain.node.app` adds the CA (precertificates, SCTs with votes, final
+certificates), the replicated CT log served with the status API on
+``ct_listen`` (6962), and the DoQ server of a ``[dns]`` table (8853).  Without
+it, the replicated state is a hash chain of operations (consensus only).
 
 Under systemd (Type=notify) it reports READY=1 once it follows the live
 chain, STATUS= lines, WATCHDOG=1 while its consensus loop turns, and
@@ -19,13 +25,15 @@ from __future__ import annotations
 
 import signal
 import time
+from functools import partial
+from typing import Any, cast
 
 import trio
 
-from trustchain.consensus.core import Config
+from trustchain.consensus.core import Config, Core
 from trustchain.node import identity
-from trustchain.node.config import NodeConfig, load_genesis
-from trustchain.node.consensus_driver import ConsensusDriver, serve_clients
+from trustchain.node.config import ConfigError, Genesis, NodeConfig, load_genesis
+from trustchain.node.consensus_driver import ConsensusDriver, serve_clients, validator_set
 from trustchain.node.errors import UserError
 from trustchain.node.log import EventLogger, get_logger
 from trustchain.node.peer import PeerNetwork
@@ -68,12 +76,14 @@ async def _heartbeat(network: PeerNetwork, log: EventLogger) -> None:
 
 
 async def _serve_messages(
-    network: PeerNetwork, consensus: ConsensusDriver, log: EventLogger
+    network: PeerNetwork, consensus: ConsensusDriver, log: EventLogger, app: Any = None
 ) -> None:
     async for peer, message in network:
         kind = message.get("type")
         if kind == "consensus":
             consensus.deliver(peer, message.get("c"))
+        elif kind in ("sct", "cosig") and app is not None:
+            app.deliver(peer, message)
         elif kind == "ping":
             reply = {"type": "pong", "seq": message.get("seq"), "echo": message.get("sent")}
             network.send(peer, reply)
@@ -134,6 +144,12 @@ async def run(config: NodeConfig) -> None:
     notifier = Notifier()
     network = PeerNetwork(me, genesis, config.listen, config.peer)
     settings = config.consensus
+    state = None
+    if config.hsm is not None:
+        from trustchain.node.ca.genesis import load_ca_genesis
+        from trustchain.node.state import AppCore, ReplicatedState
+
+        state = ReplicatedState(genesis, load_ca_genesis(config.genesis), validator_set(genesis))
     consensus = ConsensusDriver(
         config.name,
         me.key,
@@ -146,12 +162,17 @@ async def run(config: NodeConfig) -> None:
             min_block_interval=settings.min_block_interval,
         ),
         get_logger("consensus", node=config.name),
+        app=state,
+        core_class=Core if state is None else AppCore,
     )
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            app = None
+            if state is not None:
+                app = await _open_app(config, genesis, state, network, consensus, nursery)
             await nursery.start(network.run)
             log.info("node.started", listen=str(config.listen), validators=len(genesis.validators))
-            nursery.start_soon(_serve_messages, network, consensus, log)
+            nursery.start_soon(_serve_messages, network, consensus, log, app)
             await nursery.start(consensus.run)
             if config.client_listen is not None:
                 port = await nursery.start(serve_clients, config.client_listen, consensus, log)
@@ -164,6 +185,117 @@ async def run(config: NodeConfig) -> None:
                 nursery.cancel_scope.cancel()
                 break
     log.info("node.stopped")
+
+
+def _send(network: PeerNetwork, to: str | None, message: dict[str, Any]) -> None:
+    if to is None:
+        network.broadcast(message)
+    else:
+        network.send(to, message)
+
+
+async def _open_app(
+    config: NodeConfig,
+    genesis: Genesis,
+    state: Any,
+    network: PeerNetwork,
+    consensus: ConsensusDriver,
+    nursery: trio.Nursery,
+) -> Any:
+    """Open the HSM keys, the CT store and the DNS zone; recover; start the services."""
+    from hypercorn.trio import serve
+
+    from trustchain.ct.server import hypercorn_config
+    from trustchain.dns.authority import Authority
+    from trustchain.dns.zones import ZoneError, default_zone, load_zone_file
+    from trustchain.node import doq
+    from trustchain.node.app import NodeApp, PublicApp, ReplicatedLog
+    from trustchain.node.ca import hsm
+    from trustchain.node.ca.ceremony import load_hsm_config, open_issuer
+    from trustchain.node.state import AppCore
+
+    assert config.hsm is not None
+    log = get_logger("app", node=config.name)
+    hsm_config = load_hsm_config(config.hsm)
+    issuer = await open_issuer(hsm_config)
+    log_signer = await hsm.Pkcs11Signer.open(hsm_config.settings, hsm_config.label("ct_log"))
+    origin = f"{genesis.chain_id}.ct.trustchain"
+    ctlog = await ReplicatedLog.open_replicated(config.data_dir / "ct", log_signer, origin)
+    authority = None
+    dns_section = None
+    if config.dns is not None:
+        dns_section = doq.parse_dns_section(str(config.path), config.dns, config.path.parent)
+        try:
+            zones = [default_zone(dns_section.zone)]
+            zones += [load_zone_file(p) for p in dns_section.zone_files]
+        except ZoneError as exc:
+            raise ConfigError(f"{config.path}: [dns]: {exc}") from None
+        authority = Authority(zones)
+    core = consensus.core
+    assert isinstance(core, AppCore)
+    app = NodeApp(
+        config.name,
+        state,
+        state.ca,
+        config.data_dir,
+        issuer=issuer,
+        log_signer=log_signer,
+        ctlog=ctlog,
+        authority=authority,
+        send=partial(_send, network),
+        submit=consensus.submit,
+        log=log,
+        validity_days=config.validity_days,
+    )
+
+    def find_block(s: bytes, ops: tuple[bytes, ...]) -> Any:
+        return next((b for b in core.blocks.values() if b.state == s and b.payload == ops), None)
+
+    state.find_block = find_block
+    await app.recover(core.blocks, core.committed_id)
+    core.on_vote = app.on_vote
+    consensus.on_committed = app.on_committed
+    consensus.on_evidence = app.on_evidence
+    await nursery.start(app.run)
+    if config.ct_listen is not None:
+        if config.server_tls_cert is None or config.server_tls_key is None:
+            raise ConfigError(f"{config.path}: ct_listen needs server_tls_cert and server_tls_key")
+        hc = hypercorn_config(
+            config.ct_listen.host, config.ct_listen.port, config.server_tls_cert,
+            config.server_tls_key,
+        )  # fmt: skip
+        binds = await nursery.start(partial(serve, cast(Any, PublicApp(app)), hc))
+        log.info("ct.listening", urls=binds)
+    if config.api_listen is not None:
+        from trustchain.node.api import serve_api
+
+        if config.server_tls_cert is None or config.server_tls_key is None:
+            raise ConfigError(f"{config.path}: api_listen needs server_tls_cert and server_tls_key")
+        if config.api_client_ca is None:
+            raise ConfigError(
+                f"{config.path}: api_listen needs api_client_ca (the TrustChain root, PEM)"
+            )
+        await nursery.start(
+            partial(
+                serve_api, app, config.api_listen, tls_cert=config.server_tls_cert,
+                tls_key=config.server_tls_key, client_ca=config.api_client_ca,
+                allow=config.api_allow, rate_limit=config.api_rate_limit,
+                log=get_logger("api", node=config.name),
+            )
+        )  # fmt: skip
+    if dns_section is not None and authority is not None:
+        if config.server_tls_cert is None or config.server_tls_key is None:
+            raise ConfigError(f"{config.path}: [dns] needs server_tls_cert and server_tls_key")
+        server = doq.DoqServer(
+            authority,
+            doq.server_configuration(
+                config.server_tls_cert, config.server_tls_key, dns_section.settings
+            ),
+            dns_section.settings,
+            log=get_logger("dns", node=config.name),
+        )
+        await nursery.start(server.serve, dns_section.listen)
+    return app
 
 
 def main(config: NodeConfig) -> int:

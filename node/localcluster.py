@@ -246,3 +246,207 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
+
+
+# --- a full cluster: CA ceremony, CT, DNS, HTTPS API ------------------------------------
+
+DEMO_ZONE = "trust.hypermesh.online"
+LAPTOP_POLICY = (
+    "[policy]\nmin_stake = 100\nwork_bits = 12\nmin_k = 18\nspace_index_limit = 16\n"
+    "vdf_iterations = 20000\nepoch_length = 100000\nunbonding_delay = 200000\n"
+)
+"""A policy sized for a laptop: k=18 plots (4 MB), a VDF of a fraction of a second,
+and epochs long enough (hours of blocks) that a demo's proofs stay valid."""
+
+
+@dataclass(frozen=True)
+class NodeEndpoints:
+    """Where a full node listens (all on ::1)."""
+
+    name: str
+    ct: Address
+    """HTTPS: CT log (RFC 6962, static-ct-api) and the certificate status API."""
+    dns: Address
+    """DNS over QUIC."""
+    api: Address
+    """HTTPS API with mutual TLS."""
+
+    @property
+    def ct_url(self) -> str:
+        return f"https://[{self.ct.host}]:{self.ct.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"https://[{self.api.host}]:{self.api.port}"
+
+
+def _tcp_ports(count: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            s.bind(("::1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def create_full_cluster(
+    directory: Path,
+    nodes: int,
+    *,
+    accounts: tuple[str, ...] = ("demo",),
+    policy: str = LAPTOP_POLICY,
+    consensus: str = "",
+    progress: Callable[[str], None] = lambda text: None,
+) -> LocalCluster:
+    """A cluster of full validators: everything `trustchain cluster up` sets up.
+
+    DIR/ca/ (the SoftHSM key ceremony), DIR/genesis.toml (validators, [ca], a
+    laptop [policy], [[accounts]] with bonded stake), DIR/accounts/NAME.key and
+    NAME.plot (k=18), DIR/tls/ (the servers' TLS CA and certificate), DIR/client/
+    (a client certificate from the TrustChain CA for the API), and per node
+    node.toml with its HSM, CT, DNS and API endpoints (DIR/endpoints.json).
+    """
+    import json as _json
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from trustchain.consensus.proofs.hashing import account_id
+    from trustchain.consensus.proofs.ledger import raw_public_key
+    from trustchain.consensus.proofs.policy import AccountEntry, account_entry_toml
+    from trustchain.ct.devcerts import make_tls_server
+    from trustchain.node.cli import main as cli_main
+    from trustchain.node.cli_proofs import create_plot
+    from trustchain.node.identity import write_private_key
+
+    cluster = LocalCluster.create(directory, nodes)
+    names = [n.name for n in cluster.nodes]
+    progress(f"key ceremony on SoftHSM2 for {', '.join(names)} (RSA-4096 root: a few seconds)")
+    status = cli_main(
+        [
+            "ca", "init", "--dir", str(directory / "ca"), "--validators", ",".join(names),
+            "--zones", DEMO_ZONE, "--genesis", str(directory / "genesis.toml"),
+        ]
+    )  # fmt: skip
+    if status != 0:
+        raise UserError("the key ceremony failed (see above)")
+    genesis = (directory / "ca" / "genesis.toml").read_text() + "\n" + policy
+    (directory / "accounts").mkdir()
+    for name in accounts:
+        key = Ed25519PrivateKey.generate()
+        key_path = directory / "accounts" / f"{name}.key"
+        write_private_key(key_path, key)
+        public = raw_public_key(key)
+        genesis += "\n" + account_entry_toml(AccountEntry(account_id(public), public, bonded=1000))
+        progress(f"plotting k=18 for account {name}")
+        create_plot(public, 18, directory / "accounts" / f"{name}.plot", buffer_mb=128)
+    (directory / "genesis.toml").write_text(genesis)
+
+    tls_dir = directory / "tls"
+    tls_dir.mkdir()
+    tls_ca, server = make_tls_server(("::1", "localhost"))
+    (tls_dir / "ca.pem").write_bytes(tls_ca.pem)
+    (tls_dir / "server.pem").write_bytes(server.pem)
+    (tls_dir / "server.key").write_bytes(server.key_pem)
+    (tls_dir / "server.key").chmod(0o600)
+    progress("client certificate for the API from the TrustChain CA")
+    make_client_certificate(directory, f"user.{DEMO_ZONE}")
+
+    endpoints = {}
+    tcp = _tcp_ports(2 * nodes)
+    udp = free_udp_ports(nodes)
+    for i, node in enumerate(cluster.nodes):
+        ep = NodeEndpoints(
+            node.name,
+            Address("::1", tcp[2 * i]),
+            Address("::1", udp[i]),
+            Address("::1", tcp[2 * i + 1]),
+        )
+        endpoints[node.name] = {"ct": ep.ct_url, "api": ep.api_url, "dns": str(ep.dns)}
+        extra = (
+            f'hsm = "../ca/{node.name}/hsm.toml"\n'
+            f'ct_listen = "{ep.ct}"\n'
+            f'api_listen = "{ep.api}"\n'
+            'server_tls_cert = "../tls/server.pem"\n'
+            'server_tls_key = "../tls/server.key"\n'
+            f'api_client_ca = "../ca/root.pem"\n'
+        )
+        if consensus:
+            extra += f"[consensus]\n{consensus}\n"
+        extra += f'[dns]\nlisten = "{ep.dns}"\norigin = "{DEMO_ZONE}."\n'
+        with open(node.config, "a") as fh:
+            fh.write(extra)
+    (directory / "endpoints.json").write_text(_json.dumps(endpoints, indent=2) + "\n")
+    return cluster
+
+
+def make_client_certificate(directory: Path, name: str) -> Path:
+    """A client certificate for `name` issued by the cluster's CA (ceremony tokens, v1).
+
+    Written as DIR/client/user.pem (certificate and intermediate) and user.key.
+    """
+    import datetime as dt
+
+    import trio
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from trustchain.node.ca.ceremony import issue_locally
+
+    out = directory / "client"
+    out.mkdir(exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+        .sign(key, hashes.SHA256())
+    )
+    der = csr.public_bytes(serialization.Encoding.DER)
+    validators = sorted(p.name for p in (directory / "ca").iterdir() if (p / "hsm.toml").exists())
+    validators = [v for v in validators if v != "root"]
+    chain = trio.run(
+        lambda: issue_locally(
+            directory / "ca", validators[0], validators, der,
+            now=dt.datetime.now(dt.UTC), days=30,
+        )
+    )  # fmt: skip
+    (out / "user.pem").write_bytes(chain)
+    key_path = out / "user.key"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return out / "user.pem"
+
+
+def load_endpoints(directory: Path) -> dict[str, NodeEndpoints]:
+    """The endpoints `create_full_cluster` wrote."""
+    import json as _json
+
+    from trustchain.node.config import parse_address
+
+    try:
+        doc = _json.loads((directory / "endpoints.json").read_text())
+    except FileNotFoundError:
+        raise UserError(
+            f"{directory}: not a cluster directory (no endpoints.json); "
+            "run `trustchain cluster up` first"
+        ) from None
+
+    def addr(url: str) -> Address:
+        return parse_address(url.removeprefix("https://"))
+
+    return {
+        name: NodeEndpoints(name, addr(e["ct"]), parse_address(e["dns"]), addr(e["api"]))
+        for name, e in doc.items()
+    }

@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from trustchain.consensus.core import EVIDENCE_TAG, Core, check_evidence
-from trustchain.consensus.messages import Block, Operation, TimeoutCert, operation_id
+from trustchain.consensus.messages import Block, Operation, Proposal, TimeoutCert, operation_id
 from trustchain.consensus.proofs.cache import ReplayGuard
 from trustchain.consensus.proofs.codec import decode_signed_operation
 from trustchain.consensus.proofs.errors import LedgerError, ProofRejected
@@ -309,6 +309,8 @@ class CertificateRecord:
     """The committed block that holds it."""
     names: tuple[str, ...]
     not_after: int
+    issuer_key_id: bytes = b""
+    """Key identifier of the intermediate that signed it (its CRL lists it)."""
 
 
 @dataclass(frozen=True)
@@ -652,6 +654,7 @@ class ReplicatedState:
             height=block.height,
             names=d.csr.dns_names,
             not_after=d.request.not_after,
+            issuer_key_id=d.precert.issuer.key_id,
         )
         cert = x509.load_der_x509_certificate(d.request.precertificate)
         issued = _tlsa_change(cert)
@@ -691,6 +694,15 @@ class AppCore(Core):
     """
 
     app: ReplicatedState
+    on_vote: Callable[[Block], None] | None = None
+    """Called with each block this validator votes for (its SCTs go out then)."""
+
+    def _on_proposal(self, sender: str, proposal: Proposal, now: float) -> None:
+        before = self.safety.highest_vote_round
+        super()._on_proposal(sender, proposal, now)
+        block = proposal.block
+        if self.on_vote is not None and before < block.round == self.safety.highest_vote_round:
+            self.on_vote(block)
 
     def _check_block(self, block: Block, parent: Block, now: float) -> None:
         self.app.enter(parent, block.height)

@@ -1,0 +1,707 @@
+"""The node's application driver: CA, CT log, DNS and the SCT flow around the state machine.
+
+`trustchain.node.state.ReplicatedState` decides; this module does the I/O of a
+validator (DESIGN.md section 6):
+
+- **SCTs in votes.**  When this validator votes for a block, it signs, for each
+  issue request in it, an SCT over the precertificate with its CT log key (the
+  block's timestamp, leaf index = log size in the block's state + position) and
+  sends it to the request's issuing node as a separate ``sct`` peer message.
+  SCTs of a block that never commits name another timestamp or index than the
+  one that does, and are never embedded.
+- **On commit**, in height order: the block is recorded in ``state.db``, its
+  precertificates enter the CT store (``ReplicatedLog``, one sequencing round
+  per block, with the block's timestamp), the DNS records change, this
+  validator signs the new checkpoint with its CT log key and broadcasts the
+  signature (``cosig``), and the issuing node embeds SCTs from validators
+  holding more than 2/3 of the power into the final certificate.
+- **Restart**: ``state.db`` is replayed through the state machine, blocks the
+  core committed but ``state.db`` missed are applied from the core's store, and
+  entries missing from the CT store are appended again.
+
+Ownership: everything here runs in the node's one trio thread; the state
+machine is touched only from the consensus driver's task (hooks) and this
+module's tasks, which never await while holding it half-updated.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from trustchain.consensus.core import Evidence, evidence_operation
+from trustchain.consensus.messages import Block, genesis_block
+from trustchain.ct.api import CTApp
+from trustchain.ct.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    RFC6962NoteSigner,
+    RFC6962NoteVerifier,
+    Voter,
+    merge_cosignatures,
+    parse_checkpoint,
+    sign_checkpoint,
+    verify_cosigned,
+)
+from trustchain.ct.merkle import EMPTY_ROOT
+from trustchain.ct.note import NoteError, parse_note
+from trustchain.ct.sct import (
+    SignedCertificateTimestamp,
+    issue_sct,
+    leaf_index_extensions,
+    leaf_index_of,
+)
+from trustchain.ct.sequencer import Submission
+from trustchain.ct.service import CTLog, LogParams
+from trustchain.ct.signer import Signer, log_id
+from trustchain.dns.authority import Authority
+from trustchain.dns.records import RecordError
+from trustchain.node.ca.genesis import CAGenesis
+from trustchain.node.ca.issuance import (
+    MIN_NONCE,
+    IssuanceError,
+    Precertificate,
+    PrecertRequest,
+    check_csr,
+    issue_final,
+    issue_precertificate,
+)
+from trustchain.node.ca.profiles import CACertificate
+from trustchain.node.ca.revocation import RevocationReason
+from trustchain.node.log import EventLogger
+from trustchain.node.state import (
+    Applied,
+    IssueRequest,
+    LoggedEntry,
+    ReplicatedState,
+    encode_issue,
+)
+
+FINAL_WAIT = 10.0
+"""Seconds the issuing node waits for an SCT quorum after its request committed."""
+COSIGNED_EVERY = 1.0
+"""Seconds between re-broadcasts of the latest cosigned checkpoint."""
+
+
+class RequestRefused(ValueError):
+    """A client's request that the node refuses before it reaches consensus (HTTP 4xx)."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+# --- the CT store, one sequencing round per committed block --------------------------
+
+
+class ReplicatedLog(CTLog):
+    """A CTLog whose entries, indices and timestamps come from committed blocks.
+
+    The standalone log's sequencer loop (`CTLog.run`) is not started: `append`
+    cuts exactly one round per block with the block's timestamp, so this
+    store's tree is the one every validator's state commitment names.
+    """
+
+    cosigned: bytes | None = None
+    """The latest checkpoint cosigned by more than 2/3 of the power."""
+
+    @classmethod
+    async def open_replicated(cls, data_dir: Path, signer: Signer, origin: str) -> ReplicatedLog:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        first = data_dir / "checkpoint"
+        if not first.exists():
+            # The empty tree at timestamp 0: a standalone log would use the wall clock,
+            # but leaf timestamps must be the blocks' (never before a checkpoint's).
+            signed = await sign_checkpoint(
+                Checkpoint(origin, 0, EMPTY_ROOT), [RFC6962NoteSigner(origin, signer, 0)]
+            )
+            tmp = first.with_suffix(".tmp")
+            tmp.write_bytes(signed)
+            tmp.replace(first)
+        log = await cls.open(
+            data_dir, signer, origin, None, LogParams(interval=0.0, refresh_interval=1e9)
+        )
+        assert isinstance(log, ReplicatedLog)
+        cosigned = data_dir / "cosigned-checkpoint"
+        if cosigned.exists():
+            log.cosigned = cosigned.read_bytes()
+        return log
+
+    def checkpoint(self) -> bytes:
+        return self.cosigned or super().checkpoint()
+
+    async def append(self, entries: Sequence[LoggedEntry], timestamp: int, root: bytes) -> None:
+        """Log a committed block's entries; raise if the result is not the agreed tree."""
+        for e in entries:
+            await self._store_issuer(hashlib.sha256(e.issuer_der).digest(), e.issuer_der)
+            self._core.submit(Submission(e.leaf.entry.entry, e.leaf.pre_certificate, e.leaf.chain))
+        rnd = self._core.start_round(trio.current_time(), timestamp)
+        if rnd is None or rnd.timestamp != timestamp or rnd.root != root:
+            raise RuntimeError("the CT store diverged from the committed state")
+        with trio.CancelScope(shield=True):
+            await self._publish(rnd)
+
+    def write_cosigned(self, data_dir: Path, note: bytes) -> None:
+        self.cosigned = note
+        path = data_dir / "cosigned-checkpoint"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(note)
+        tmp.replace(path)
+
+
+# --- applied blocks (SQLite adapter) --------------------------------------------------
+
+
+class AppliedStore:
+    """Committed blocks this node applied, in height order (``state.db``).
+
+    Contract: `add` is durable (synchronous=FULL) when it returns; a block is
+    added once, after the ones below it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS blocks (height INTEGER PRIMARY KEY, b BLOB)")
+
+    def load(self) -> list[Block]:
+        rows = self._db.execute("SELECT b FROM blocks ORDER BY height").fetchall()
+        return [_block_from(bytes(r[0])) for r in rows]
+
+    def add(self, block: Block) -> None:
+        data = msgpack.packb(
+            [block.round, block.height, block.timestamp, block.state, list(block.payload)],
+            use_bin_type=True,
+        )
+        self._db.execute("INSERT OR IGNORE INTO blocks VALUES (?, ?)", (block.height, data))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _block_from(data: bytes) -> Block:
+    rnd, height, timestamp, state, payload = msgpack.unpackb(data, raw=False)
+    qc = genesis_block("", b"").qc
+    return Block(rnd, height, b"", qc, timestamp, state, tuple(payload), "")
+
+
+# --- the issuing node's side ------------------------------------------------------------
+
+
+@dataclass
+class Issued:
+    """What a client gets back for an issued certificate."""
+
+    certificate: bytes
+    """The final certificate (DER)."""
+    chain: tuple[bytes, ...]
+    """Certificate, then intermediate (DER)."""
+    scts: tuple[SignedCertificateTimestamp, ...]
+    signers: tuple[str, ...]
+    leaf_index: int
+    height: int
+    checkpoint: str
+    """The latest cosigned checkpoint (signed note text)."""
+
+
+@dataclass
+class _Pending:
+    precert: Precertificate
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Issued | None = None
+    error: RequestRefused | None = None
+    committed: tuple[int, int, int] | None = None
+    """(height, timestamp, leaf index) once the request's block is applied."""
+
+
+class NodeApp:
+    """One validator's CA/CT/DNS application around a `ReplicatedState`."""
+
+    def __init__(
+        self,
+        name: str,
+        state: ReplicatedState,
+        ca: CAGenesis,
+        data_dir: Path,
+        *,
+        issuer: tuple[Signer, CACertificate],
+        log_signer: Signer,
+        ctlog: ReplicatedLog,
+        authority: Authority | None,
+        send: Callable[[str | None, dict[str, Any]], None],
+        submit: Callable[[bytes, Callable[[int | None, str | None], None]], None],
+        log: EventLogger,
+        validity_days: int = 30,
+    ) -> None:
+        self.name = name
+        self.state = state
+        self.ca = ca
+        self.data_dir = data_dir
+        self.issuer_signer, self.issuer_cert = issuer
+        self.log_signer = log_signer
+        self.log_id = log_id(log_signer.public_key())
+        self.ctlog = ctlog
+        self.origin = ctlog.origin
+        self.authority = authority
+        self.send = send
+        self.submit = submit
+        self.log = log
+        self.validity_days = validity_days
+        self.store = AppliedStore(data_dir / "state.db")
+        self._applied_send, self._applied = trio.open_memory_channel[tuple[Block, Applied]](2**20)
+        self._votes_send, self._votes = trio.open_memory_channel[Block](4096)
+        self._pending: dict[bytes, _Pending] = {}
+        # op id -> validator name -> SCT; SCTs for requests this node issues.
+        self._scts: dict[bytes, dict[str, SignedCertificateTimestamp]] = {}
+        self._cosig: dict[int, bytes] = {}
+        self._voters = [
+            Voter(v.name, RFC6962NoteVerifier(self.origin, v.log_key), v.power)
+            for v in ca.validators
+            if v.log_key is not None
+        ]
+        self.issued = 0
+        self.applied_height = 0
+        self._nursery: trio.Nursery | None = None
+
+    # --- recovery -----------------------------------------------------------------------
+
+    async def recover(self, core_blocks: dict[bytes, Block], committed_id: bytes) -> None:
+        """Rebuild the state from state.db and the core's committed chain; fill the CT store."""
+        stored = await trio.to_thread.run_sync(self.store.load)
+        replay: list[tuple[Block, Applied]] = []
+        for b in stored:
+            replay.append((b, self.state.apply(b)))
+        chain = []
+        b_: Block | None = core_blocks.get(committed_id)
+        while b_ is not None and b_.height > self.state.height:
+            chain.append(b_)
+            b_ = core_blocks.get(b_.parent_id)
+        for b in reversed(chain):
+            applied = self.state.apply(b)
+            await trio.to_thread.run_sync(self.store.add, b)
+            replay.append((b, applied))
+        size = self.ctlog.size
+        for b, applied in replay:
+            if applied.entries and applied.edge.size > size:
+                await self.ctlog.append(applied.entries, b.timestamp, applied.edge.root())
+            if self.authority is not None and applied.dns:
+                self._apply_dns(applied)
+        if self.ctlog.size != self.state.edge.size:
+            raise RuntimeError(
+                f"the CT store holds {self.ctlog.size} entries, the state {self.state.edge.size}"
+            )
+        # Uncommitted blocks the core holds: their states must be known to execute children.
+        for b in sorted(core_blocks.values(), key=lambda x: x.height):
+            if b.height > self.state.height:
+                self.state.execute_at(b.state, b.payload, b.timestamp)
+        self.applied_height = self.state.height
+        self.log.info("app.recovered", height=self.state.height, log_size=self.state.edge.size)
+
+    # --- hooks from the consensus driver (its task; must not block) ---------------------
+
+    def on_vote(self, block: Block) -> None:
+        if any(op.startswith(b"trustchain-issue-v1:") for op in block.payload):
+            try:
+                self._votes_send.send_nowait(block)
+            except trio.WouldBlock:
+                self.log.warning("app.sct_queue_full", height=block.height)
+
+    def on_committed(self, block: Block) -> None:
+        applied = self.state.apply(block)
+        for oid, reason in applied.refused:
+            self.log.warning("app.refused_on_commit", op=oid.hex()[:16], reason=reason)
+        self._applied_send.send_nowait((block, applied))
+
+    def on_evidence(self, evidence: Evidence) -> None:
+        op = evidence_operation(evidence)
+        if self.state.validate(op) is None:
+            self.submit(op, lambda height, error: None)
+
+    # --- peer messages ------------------------------------------------------------------
+
+    def deliver(self, peer: str, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "sct":
+            self._on_sct(peer, message)
+        elif kind == "cosig":
+            note = message.get("note")
+            if isinstance(note, bytes) and len(note) < 64 * 1024:
+                self._add_cosignature(note)
+
+    def _on_sct(self, peer: str, message: dict[str, Any]) -> None:
+        oid, data = message.get("op"), message.get("sct")
+        if not isinstance(oid, bytes) or not isinstance(data, bytes) or oid not in self._pending:
+            return
+        try:
+            sct = SignedCertificateTimestamp.decode(data)
+        except ValueError:  # ct._tls.DecodeError is a ValueError
+            self.log.warning("app.bad_sct", peer=peer, reason="undecodable")
+            return
+        by = self._scts.setdefault(oid, {})
+        if len(by) < 4 * len(self.ca.validators):
+            by[f"{peer}/{len(by)}"] = sct
+        pending = self._pending[oid]
+        if pending.committed is not None and not pending.done.is_set():
+            self._try_final_soon(oid)
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._sign_scts)
+                nursery.start_soon(self._apply_loop)
+                nursery.start_soon(self._rebroadcast)
+                task_status.started()
+        finally:
+            self.close()
+
+    async def _sign_scts(self) -> None:
+        async for block in self._votes:
+            for entry in self.state.entries_of(block):
+                index = entry.leaf.entry.extensions
+                sct = await issue_sct(
+                    self.log_signer,
+                    entry.decoded.precert.entry,
+                    block.timestamp,
+                    index,
+                    signer_log_id=self.log_id,
+                )
+                message = {"type": "sct", "op": entry.op_id, "sct": sct.encode()}
+                issuer = entry.decoded.request.issuer
+                if issuer == self.name:
+                    self._on_sct(self.name, message)
+                else:
+                    self.send(issuer, message)
+
+    async def _apply_loop(self) -> None:
+        async for block, applied in self._applied:
+            # Recorded first: a crash after this re-appends the entries at restart.
+            await trio.to_thread.run_sync(self.store.add, block)
+            if applied.entries:
+                await self.ctlog.append(applied.entries, block.timestamp, applied.edge.root())
+                await self._cosign(applied)
+            if self.authority is not None and applied.dns:
+                self._apply_dns(applied)
+            self.applied_height = block.height
+            for e in applied.entries:
+                pending = self._pending.get(e.op_id)
+                if pending is not None:
+                    index = e.leaf.entry.extensions
+                    pending.committed = (block.height, block.timestamp, leaf_index_of(index) or 0)
+                    self._try_final_soon(e.op_id)
+            if applied.entries:
+                self.log.info(
+                    "app.logged", height=block.height, entries=len(applied.entries),
+                    log_size=applied.edge.size,
+                )  # fmt: skip
+
+    def _apply_dns(self, applied: Applied) -> None:
+        assert self.authority is not None
+        try:
+            self.authority.apply(list(applied.dns), version=applied.height)
+        except RecordError as exc:
+            self.log.warning("app.dns_refused", height=applied.height, error=str(exc))
+
+    # --- cosigned checkpoints -------------------------------------------------------------
+
+    async def _cosign(self, applied: Applied) -> None:
+        cp = Checkpoint(self.origin, applied.edge.size, applied.edge.root())
+        note = await sign_checkpoint(
+            cp, [RFC6962NoteSigner(self.origin, self.log_signer, applied.timestamp)]
+        )
+        self.send(None, {"type": "cosig", "note": note})
+        self._add_cosignature(note)
+
+    async def _rebroadcast(self) -> None:
+        """Send the latest cosigned checkpoint now and then: a validator that was down
+        signs the sizes it missed alone, and completes the quorum from this."""
+        while True:
+            await trio.sleep(COSIGNED_EVERY)
+            if self.ctlog.cosigned is not None:
+                self.send(None, {"type": "cosig", "note": self.ctlog.cosigned})
+
+    def _add_cosignature(self, note: bytes) -> None:
+        try:
+            cp = parse_checkpoint(parse_note(note).text)
+        except (CheckpointError, NoteError, ValueError):
+            return
+        if cp.origin != self.origin or cp.size <= self.state.edge.size - 1000:
+            return
+        have = self._cosig.get(cp.size)
+        try:
+            merged = note if have is None else merge_cosignatures(have, note)
+        except CheckpointError:
+            # Another text for this size: only ours (the committed tree) counts.
+            if cp.size > self.state.edge.size or cp.root_hash != self.state.edge.root():
+                return
+            merged = note
+        self._cosig[cp.size] = merged
+        for old in [s for s in self._cosig if s < cp.size - 64]:
+            del self._cosig[old]
+        if cp.size > self.state.edge.size:
+            return  # merged again when this node signs that size itself
+        if cp.size == self.state.edge.size and cp.root_hash != self.state.edge.root():
+            return
+        try:
+            verify_cosigned(merged, self._voters, origin=self.origin)
+        except (CheckpointError, ValueError):
+            return
+        current = self.ctlog.cosigned
+        current_size = parse_checkpoint(parse_note(current).text).size if current else -1
+        if cp.size >= current_size:
+            self.ctlog.write_cosigned(self.data_dir / "ct", merged)
+
+    def cosigned_checkpoint(self) -> str:
+        return (self.ctlog.cosigned or b"").decode()
+
+    # --- final certificates ---------------------------------------------------------------
+
+    def _try_final_soon(self, oid: bytes) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._try_final, oid)
+
+    async def _try_final(self, oid: bytes) -> None:
+        pending = self._pending.get(oid)
+        if pending is None or pending.committed is None or pending.done.is_set():
+            return
+        height, timestamp, index = pending.committed
+        extensions = leaf_index_extensions(index)
+        # Only SCTs for the committed leaf count; those for blocks that never
+        # committed (other timestamp or index) are dropped here.
+        scts = [
+            s
+            for s in self._scts.get(oid, {}).values()
+            if s.timestamp == timestamp and s.extensions == extensions
+        ]
+        signers = {s.log_id for s in scts}
+        power = sum(
+            v.power for v in self.ca.validators if v.log_id is not None and v.log_id in signers
+        )
+        if not self.ca.has_quorum(power):
+            return
+        try:
+            final = await issue_final(self.issuer_signer, pending.precert, scts, self.ca)
+        except IssuanceError as exc:
+            if exc.check == "sct quorum":
+                return  # wait for more SCTs
+            pending.error = RequestRefused("issuance", str(exc), 500)
+            pending.done.set()
+            return
+        if pending.done.is_set():
+            return
+        pending.result = Issued(
+            final.der,
+            (final.der, self.issuer_cert.der),
+            final.scts,
+            final.signers,
+            index,
+            height,
+            self.cosigned_checkpoint(),
+        )
+        self.issued += 1
+        for rejected in final.rejected:
+            self.log.warning("app.sct_rejected", op=oid.hex()[:16], reason=rejected[1])
+        pending.done.set()
+
+    # --- client requests ------------------------------------------------------------------
+
+    async def issue(self, csr: bytes, bundle: bytes, *, timeout: float = 30.0) -> Issued:
+        """Issue a certificate for `csr` with the requester's proof `bundle`."""
+        try:
+            checked = check_csr(csr, self.ca.policy)
+        except IssuanceError as exc:
+            raise RequestRefused(exc.check.replace(" ", "_"), str(exc)) from None
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        days = min(self.validity_days, self.ca.policy.max_validity_days)
+        not_after = min(
+            now + dt.timedelta(days=days) - dt.timedelta(seconds=1), self.issuer_cert.not_after
+        )
+        request = PrecertRequest(checked, secrets.token_bytes(MIN_NONCE), now, not_after)
+        try:
+            precert = await issue_precertificate(
+                self.issuer_signer,
+                self.issuer_cert,
+                request,
+                self.ca.policy,
+                issued_serials=self.state.certificates,
+            )
+        except IssuanceError as exc:
+            raise RequestRefused(exc.check.replace(" ", "_"), str(exc)) from None
+        op = encode_issue(
+            IssueRequest(
+                checked.der,
+                bundle,
+                precert.der,
+                self.name,
+                request.nonce,
+                int(request.not_before.timestamp()),
+                int(request.not_after.timestamp()),
+            )
+        )
+        reason = self.state.validate(op)
+        if reason is not None:
+            raise RequestRefused(reason.split(":", 1)[0].replace(" ", "_"), reason)
+        oid = hashlib.sha256(op).digest()
+        pending = self._pending[oid] = _Pending(precert)
+
+        def done(height: int | None, error: str | None) -> None:
+            if error is not None and not pending.done.is_set():
+                pending.error = RequestRefused("not_committed", error, 503)
+                pending.done.set()
+
+        started = time.monotonic()
+        self.submit(op, done)
+        try:
+            with trio.move_on_after(timeout):
+                await pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            if pending.result is None:
+                raise RequestRefused(
+                    "timeout", f"not issued within {timeout:g} s; retry later", 503
+                )
+            result = pending.result
+            # The client wants a cosigned checkpoint that covers its leaf.
+            with trio.move_on_after(FINAL_WAIT):
+                while self._cosigned_size() <= result.leaf_index:
+                    await trio.sleep(0.01)
+            result.checkpoint = self.cosigned_checkpoint()
+            self.log.info(
+                "app.issued", serial=f"{precert.serial:x}", leaf_index=result.leaf_index,
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )  # fmt: skip
+            return result
+        finally:
+            del self._pending[oid]
+            self._scts.pop(oid, None)
+
+    def _cosigned_size(self) -> int:
+        note = self.ctlog.cosigned
+        return parse_checkpoint(parse_note(note).text).size if note else 0
+
+    async def submit_and_wait(self, op: bytes, *, timeout: float = 30.0) -> int:
+        """Submit a revoke (or other) operation; the committed height once it commits."""
+        reason = self.state.validate(op)
+        if reason is not None:
+            raise RequestRefused(reason.split(":", 1)[0].replace(" ", "_"), reason)
+        outcome: list[tuple[int | None, str | None]] = []
+        event = trio.Event()
+
+        def done(height: int | None, error: str | None) -> None:
+            outcome.append((height, error))
+            event.set()
+
+        self.submit(op, done)
+        with trio.move_on_after(timeout):
+            await event.wait()
+        if not outcome:
+            raise RequestRefused("timeout", f"not committed within {timeout:g} s", 503)
+        height, error = outcome[0]
+        if error is not None or height is None:
+            raise RequestRefused("not_committed", error or "not committed", 503)
+        # Wait until this node applied it, so that status answers reflect it.
+        while self.applied_height < height:
+            await trio.sleep(0.01)
+        return height
+
+    def status(self, serial: int) -> dict[str, Any] | None:
+        """The status document of docs/ca.md ("Status API"), or None if unknown."""
+        record = self.state.certificates.get(serial)
+        if record is None:
+            return None
+        note = self.cosigned_checkpoint()
+        size = self._cosigned_size()
+        proof: list[str] = []
+        if record.leaf_index < size:
+            _, hashes = self.ctlog.proof_by_hash(record.leaf_hash, size)
+            proof = [base64.b64encode(h).decode() for h in hashes]
+        doc: dict[str, Any] = {
+            "serial": f"{serial:x}",
+            "revoked": serial in self.state.revocations,
+            "leaf_index": record.leaf_index,
+            "inclusion_proof": proof,
+            "checkpoint": note,
+        }
+        rev = self.state.revocations.get(serial)
+        if rev is not None:
+            when = dt.datetime.fromtimestamp(rev.time / 1000, dt.UTC)
+            doc["revocation"] = {
+                "reason": RevocationReason(rev.reason).label,
+                "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        return doc
+
+    def close(self) -> None:
+        self.store.close()
+        self.ctlog.close()
+
+
+# --- the CT HTTPS app with the CA status endpoint -----------------------------------------
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+class PublicApp:
+    """Port 6962: the CT log's RFC 6962 / static-ct-api paths plus ``/ca/v1/status/``.
+
+    The status endpoint is read-only and public (relying parties run
+    ``trustchain cert verify --online`` without a client certificate).
+    """
+
+    def __init__(self, app: NodeApp) -> None:
+        self.app = app
+        self.ct = CTApp(app.ctlog)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/ca/v1/status/"):
+            status, doc = self.status_response(scope["path"][len("/ca/v1/status/") :])
+            body = json.dumps(doc).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.ct(scope, receive, send)
+
+    def status_response(self, text: str) -> tuple[int, dict[str, Any]]:
+        try:
+            serial = int(text, 16)
+            if not 0 < serial < 2**160 or text != f"{serial:x}":
+                raise ValueError
+        except ValueError:
+            return 400, {"error": "bad_serial", "message": "serial must be lowercase hex"}
+        doc = self.app.status(serial)
+        if doc is None:
+            return 404, {"error": "unknown_serial", "message": f"no certificate {serial:x}"}
+        return 200, doc
+
+
+def pem_chain(chain: Sequence[bytes]) -> bytes:
+    return b"".join(
+        x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM) for d in chain
+    )

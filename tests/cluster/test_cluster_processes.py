@@ -1,0 +1,335 @@
+"""Four real validator processes on ::1: issue, verify, revoke, refusals, crash and catch-up.
+
+One cluster per module (the key ceremony on SoftHSM2 and the plot take seconds);
+every request goes through the HTTPS API with mutual TLS, as a subscriber's would.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from trustchain.ct.checkpoint import parse_checkpoint
+from trustchain.ct.devcerts import make_tls_server
+from trustchain.ct.note import parse_note
+from trustchain.node.cli import main
+from trustchain.node.cli_cert import (
+    ApiClient,
+    ApiError,
+    cluster_client,
+    load_account,
+    make_bundle_for,
+    make_key_and_csr,
+    request_certificate,
+    revoke_body,
+)
+from trustchain.node.localcluster import (
+    LocalCluster,
+    NodeEndpoints,
+    create_full_cluster,
+    load_endpoints,
+)
+
+pytestmark = pytest.mark.slow
+ZONE = "trust.hypermesh.online"
+
+
+@dataclass
+class Running:
+    dir: Path
+    cluster: LocalCluster
+    endpoints: dict[str, NodeEndpoints]
+    starts: dict[str, int]
+    """Times each node was started (node.ready events to wait for)."""
+
+    @property
+    def account(self) -> Path:
+        return self.dir / "accounts" / "demo.key"
+
+    @property
+    def plot(self) -> Path:
+        return self.dir / "accounts" / "demo.plot"
+
+    def client(self, node: str = "v1") -> ApiClient:
+        return cluster_client(self.dir, node)
+
+    def request(self, names: list[str], node: str = "v1") -> tuple[dict[str, Any], Path]:
+        _, csr = make_key_and_csr(names)
+        doc = request_certificate(self.client(node), load_account(self.account), self.plot, csr)
+        pem = self.dir / f"{names[0]}-{doc['serial']}.pem"
+        pem.write_text(doc["certificate"])
+        return doc, pem
+
+    def ct_get(self, node: str, path: str) -> bytes:
+        context = ssl.create_default_context(cafile=str(self.dir / "tls" / "ca.pem"))
+        url = self.endpoints[node].ct_url + path
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            data: bytes = response.read()
+        return data
+
+    def wait_ready(self, names: list[str], timeout: float = 30) -> None:
+        def ready(events: dict[str, list[dict[str, Any]]]) -> bool:
+            return all(
+                sum(e.get("event") == "node.ready" for e in events[n]) >= self.starts.get(n, 1)
+                for n in names
+            )
+
+        assert self.cluster.wait(ready, timeout)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    directory = tmp_path_factory.mktemp("cluster") / "c"
+    cluster = create_full_cluster(directory, 4)
+    # v3 allows only a network we are not in; v4 allows 5 requests per minute.
+    for name, extra in (
+        ("v3", 'api_allow = ["2001:db8::/32"]\n'),
+        ("v4", "api_rate_limit = 5\n"),
+    ):
+        config = directory / name / "node.toml"
+        config.write_text(config.read_text().replace("[dns]", extra + "[dns]"))
+    run = Running(directory, cluster, load_endpoints(directory), {})
+    cluster.start()
+    try:
+        run.wait_ready(["v1", "v2", "v3", "v4"])
+        yield run
+    finally:
+        statuses = cluster.stop()
+    assert set(statuses.values()) <= {0, -signal.SIGKILL}, statuses
+
+
+def _verify(run: Running, pem: Path, node: str = "v2") -> int:
+    # `cert verify` reads the clock to the second (node/cli_ca.py _now), so an SCT
+    # made earlier in this very second would count as "dated in the future".
+    time.sleep(1 - time.time() % 1 + 0.01)
+    return main(
+        [
+            "cert", "verify", str(pem), "--genesis", str(run.dir / "genesis.toml"),
+            "--root", str(run.dir / "ca" / "root.pem"), "--online", run.endpoints[node].ct_url,
+            "--online-cafile", str(run.dir / "tls" / "ca.pem"),
+        ]
+    )  # fmt: skip
+
+
+def _tlsa(run: Running, node: str, name: str) -> str:
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "trustchain.node.cli", "dns", "query", f"_443._tcp.{name}",
+            "TLSA", "--server", str(run.endpoints[node].dns), "--ca",
+            str(run.dir / "tls" / "ca.pem"),
+        ],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return "\n".join(line for line in out.stdout.splitlines() if "TLSA" in line and "IN" in line)
+
+
+def _cosigned(run: Running, node: str) -> tuple[str, int]:
+    note = parse_note(run.ct_get(node, "/checkpoint"))
+    return note.text, len(note.signatures)
+
+
+def test_issue_verify_and_identical_logs(
+    running: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc, pem = running.request([f"demo.{ZONE}", f"www.demo.{ZONE}"])
+    assert set(doc["signers"]) >= {"v1", "v2", "v3"} and len(doc["scts"]) >= 3
+    cert = x509.load_pem_x509_certificate(pem.read_bytes())
+    assert f"{cert.serial_number:x}" == doc["serial"]
+    assert parse_checkpoint(parse_note(doc["checkpoint"]).text).size > doc["leaf_index"]
+    assert _verify(running, pem) == 0
+    assert "inclusion     leaf" in capsys.readouterr().out
+    # Every node ends with the same cosigned checkpoint and the same TLSA answer.
+    deadline = time.monotonic() + 10
+    while True:
+        texts = {n: _cosigned(running, n) for n in running.endpoints}
+        if len({t for t, _ in texts.values()}) == 1:
+            break
+        assert time.monotonic() < deadline, texts
+        time.sleep(0.2)
+    assert all(signatures >= 3 for _, signatures in texts.values())
+    answers = {n: _tlsa(running, n, f"demo.{ZONE}") for n in running.endpoints}
+    assert len(set(answers.values())) == 1 and "3 1 1" in answers["v1"], answers
+
+
+def test_revoke_end_to_end(running: Running, capsys: pytest.CaptureFixture[str]) -> None:
+    doc, pem = running.request([f"revoked.{ZONE}"], node="v2")
+    serial = int(doc["serial"], 16)
+    client = running.client("v2")
+    chain_id = client.call("GET", "/v1/beacon")["chain_id"]
+    # Only the requesting account may revoke: a signature by another key is refused.
+    stranger = Ed25519PrivateKey.generate()
+    with pytest.raises(ApiError) as refused:
+        client.call("POST", "/v1/revoke", revoke_body(stranger, chain_id, serial, "keyCompromise"))
+    assert refused.value.status == 400
+    body = revoke_body(load_account(running.account), chain_id, serial, "keyCompromise")
+    answer = client.call("POST", "/v1/revoke", body)
+    assert answer["revoked"] is True
+    status = running.client("v1").call("GET", f"/v1/status/{serial:x}")
+    deadline = time.monotonic() + 10
+    while not status["revoked"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+        status = running.client("v1").call("GET", f"/v1/status/{serial:x}")
+    assert status["revocation"]["reason"] == "keyCompromise"
+    capsys.readouterr()
+    assert _verify(running, pem, node="v1") == 1
+    assert "revocation" in capsys.readouterr().out
+    with pytest.raises(ApiError) as again:
+        client.call("POST", "/v1/revoke", body)
+    assert again.value.code == "revoke" and "already revoked" in str(again.value)
+    crl = running.client("v2").call("GET", "/v1/crl")
+    revoked = x509.load_der_x509_crl(crl).get_revoked_certificate_by_serial_number(serial)
+    assert revoked is not None
+
+
+def _issue_body(running: Running, csr: bytes, bundle: bytes) -> dict[str, Any]:
+    from trustchain.consensus.proofs.codec import decode_bundle
+
+    return {
+        "csr": base64.b64encode(csr).decode(),
+        "account": decode_bundle(bundle).account.hex(),
+        "bundle": base64.b64encode(bundle).decode(),
+    }
+
+
+def test_bad_requests_get_4xx_and_change_nothing(running: Running) -> None:
+    client = running.client("v1")
+    account = load_account(running.account)
+    before = client.call("GET", "/health")["log_size"]
+    _, csr = make_key_and_csr([f"bad.{ZONE}"])
+    bundle = make_bundle_for(client, account, running.plot, csr)
+    _, other_csr = make_key_and_csr([f"other.{ZONE}"])
+    _, outside = make_key_and_csr(["www.example.org"])
+    outside_bundle = make_bundle_for(client, account, running.plot, outside)
+    cases: list[tuple[dict[str, Any] | bytes, int, str]] = [
+        (b"{not json", 400, "bad_json"),
+        (b"[]", 400, "bad_json"),
+        ({"csr": "!!", "account": "00", "bundle": "AA=="}, 400, "bad_request"),
+        ({**_issue_body(running, csr, bundle), "csr": "AAAA"}, 400, "bad_csr"),
+        (_issue_body(running, other_csr, bundle), 400, "bad_proof"),
+        (_issue_body(running, outside, outside_bundle), 400, "name_outside_policy"),
+        ({**_issue_body(running, csr, bundle), "account": "00" * 20}, 400, "bad_request"),
+        (b"{" + b" " * 70_000 + b"}", 413, "body_too_large"),
+    ]
+    for body, status, code in cases:
+        got = _post_raw(client, "/v1/issue", body)
+        assert (got[0], got[1]["error"]) == (status, code), (
+            body if len(str(body)) < 200 else "",
+            got,
+        )
+    # An account the ledger does not know: refused before any proof is checked.
+    stranger = Ed25519PrivateKey.generate()
+    from trustchain.consensus.proofs.codec import decode_bundle, encode_bundle
+    from trustchain.consensus.proofs.prover import sign_bundle
+
+    b = decode_bundle(bundle)
+    forged = encode_bundle(
+        sign_bundle(stranger, client.call("GET", "/v1/beacon")["chain_id"], epoch=b.epoch,
+                    request=b.request, work=b.work, space=b.space, time=b.time)
+    )  # fmt: skip
+    got = _post_raw(client, "/v1/issue", _issue_body(running, csr, forged))
+    assert (got[0], got[1]["error"]) == (400, "unknown_account"), got
+    # The good request once; the same bundle again is a replay.
+    ok = _post_raw(client, "/v1/issue", _issue_body(running, csr, bundle))
+    assert ok[0] == 200, ok
+    replay = _post_raw(client, "/v1/issue", _issue_body(running, csr, bundle))
+    assert (replay[0], replay[1]["error"]) == (400, "replay"), replay
+    assert client.call("GET", "/health")["log_size"] == before + 1
+
+
+def _post_raw(client: ApiClient, path: str, body: dict[str, Any] | bytes) -> tuple[int, Any]:
+    import http.client
+
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    host, port = client.url.removeprefix("https://[").split("]:")
+    conn = http.client.HTTPSConnection(host, int(port), context=client.context(), timeout=60)
+    try:
+        conn.request("POST", path, body=data, headers={"content-type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_tls_and_client_refusals(running: Running, tmp_path: Path) -> None:
+    good = running.client("v1")
+    # No client certificate: the TLS 1.3 handshake is refused.
+    context = ssl.create_default_context(cafile=str(good.cafile))
+    host, port = good.url.removeprefix("https://[").split("]:")
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                tls.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+                if not tls.recv(100):
+                    raise ConnectionError("closed")
+    # A client certificate from another CA: refused too.
+    _, leaf = make_tls_server(("client.example",))
+    (tmp_path / "other.pem").write_bytes(leaf.pem)
+    (tmp_path / "other.key").write_bytes(leaf.key_pem)
+    other = ApiClient(good.url, good.cafile, tmp_path / "other.pem", tmp_path / "other.key")
+    with pytest.raises(ApiError) as foreign:
+        other.call("GET", "/health")
+    assert foreign.value.code == "unreachable"
+    # IPv4: the API listens on IPv6 only.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", int(port)), timeout=5).close()
+    # Outside the allowlist (v3 allows 2001:db8::/32 only): 403.
+    with pytest.raises(ApiError) as forbidden:
+        running.client("v3").call("GET", "/health")
+    assert (forbidden.value.status, forbidden.value.code) == (403, "forbidden_address")
+    # Past the rate limit (v4: 5 per minute): 429 with Retry-After.
+    import http.client
+
+    limited = running.client("v4")
+    statuses = []
+    retry_after = None
+    for _ in range(7):
+        h, p = limited.url.removeprefix("https://[").split("]:")
+        conn = http.client.HTTPSConnection(h, int(p), context=limited.context(), timeout=10)
+        conn.request("GET", "/health")
+        response = conn.getresponse()
+        response.read()
+        statuses.append(response.status)
+        retry_after = response.getheader("retry-after") or retry_after
+        conn.close()
+    assert statuses[:5] == [200] * 5 and statuses[5:] == [429, 429], statuses
+    assert retry_after is not None and int(retry_after) >= 1
+
+
+def test_killed_validator_then_catch_up(running: Running) -> None:
+    v4 = running.cluster.node("v4")
+    v4.kill()
+    doc, pem = running.request([f"while-down.{ZONE}"], node="v1")
+    assert "v4" not in doc["signers"] and len(doc["signers"]) == 3
+    assert _verify(running, pem) == 0
+    running.starts["v4"] = 2
+    v4.start()
+    running.wait_ready(["v4"])
+    size = running.client("v1").call("GET", "/health")["log_size"]
+    deadline = time.monotonic() + 30
+    while True:
+        health = running.client("v2").call("GET", "/health")
+        text, _ = _cosigned(running, "v4")
+        if parse_checkpoint(text).size >= size and health["log_size"] >= size:
+            break
+        assert time.monotonic() < deadline, (text, size)
+        time.sleep(0.3)
+    # And it signs again: a new certificate carries its SCT.
+    doc2, _ = running.request([f"after.{ZONE}"], node="v2")
+    assert "v4" in doc2["signers"], doc2["signers"]
