@@ -41,7 +41,7 @@ pytest: setup
 test: lint typecheck pytest
 
 demo: setup
-	$(BIN)/trustchain mesh --nodes 4 --dir .demo
+	$(BIN)/trustchain cluster demo --nodes 4 --dir .demo
 
 clean:
 	rm -rf $(VENV) .demo .bench .mypy_cache .ruff_cache .pytest_cache

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from trustchain.node import (
     cli_bench,
     cli_ca,
+    cli_cluster,
     cli_ct,
     cli_dns,
     cli_infra,
@@ -31,6 +32,7 @@ _GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], No
     cli_proofs.register,
     cli_ct.register,
     cli_ca.register,
+    cli_cluster.register,
     cli_dns.register,
     cli_bench.register,
     cli_infra.register,
