@@ -93,6 +93,8 @@ from trustchain.node.state import (
 
 FINAL_WAIT = 10.0
 """Seconds the issuing node waits for an SCT quorum after its request committed."""
+BYZANTINE_ENV = "TRUSTCHAIN_TEST_BYZANTINE"
+"""Test-only: comma-separated misbehaviours of a Byzantine validator process (see NodeApp)."""
 COSIGNED_EVERY = 1.0
 """Seconds between re-broadcasts of the latest cosigned checkpoint."""
 
@@ -248,6 +250,7 @@ class NodeApp:
         submit: Callable[[bytes, Callable[[int | None, str | None], None]], None],
         log: EventLogger,
         validity_days: int = 30,
+        byzantine: frozenset[str] = frozenset(),
     ) -> None:
         self.name = name
         self.state = state
@@ -277,6 +280,9 @@ class NodeApp:
         ]
         self.issued = 0
         self.applied_height = 0
+        self.byzantine = byzantine
+        """Test-only misbehaviour (BYZANTINE_ENV): "bad-scts" signs SCTs for the wrong
+        leaf, "accept-invalid" proposes and votes for requests that fail validation."""
         self._nursery: trio.Nursery | None = None
 
     # --- recovery -----------------------------------------------------------------------
@@ -376,11 +382,15 @@ class NodeApp:
     async def _sign_scts(self) -> None:
         async for block in self._votes:
             for entry in self.state.entries_of(block):
-                index = entry.leaf.entry.extensions
+                index, timestamp = entry.leaf.entry.extensions, block.timestamp
+                if "bad-scts" in self.byzantine:
+                    # Another leaf than the one committed: a validly signed lie.
+                    index = leaf_index_extensions((leaf_index_of(index) or 0) + 1)
+                    timestamp += 1
                 sct = await issue_sct(
                     self.log_signer,
                     entry.decoded.precert.entry,
-                    block.timestamp,
+                    timestamp,
                     index,
                     signer_log_id=self.log_id,
                 )

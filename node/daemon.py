@@ -23,6 +23,7 @@ is closed before the process exits with status 0.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from functools import partial
@@ -149,7 +150,12 @@ async def run(config: NodeConfig) -> None:
         from trustchain.node.ca.genesis import load_ca_genesis
         from trustchain.node.state import AppCore, ReplicatedState
 
-        state = ReplicatedState(genesis, load_ca_genesis(config.genesis), validator_set(genesis))
+        state = ReplicatedState(
+            genesis,
+            load_ca_genesis(config.genesis),
+            validator_set(genesis),
+            accept_invalid="accept-invalid" in _byzantine(),
+        )
     consensus = ConsensusDriver(
         config.name,
         me.key,
@@ -187,6 +193,12 @@ async def run(config: NodeConfig) -> None:
     log.info("node.stopped")
 
 
+def _byzantine() -> frozenset[str]:
+    """Test-only misbehaviour of this process (trustchain.node.app.BYZANTINE_ENV)."""
+    text = os.environ.get("TRUSTCHAIN_TEST_BYZANTINE", "")
+    return frozenset(part.strip() for part in text.split(",") if part.strip())
+
+
 def _send(network: PeerNetwork, to: str | None, message: dict[str, Any]) -> None:
     if to is None:
         network.broadcast(message)
@@ -216,6 +228,8 @@ async def _open_app(
 
     assert config.hsm is not None
     log = get_logger("app", node=config.name)
+    if _byzantine():
+        log.warning("node.byzantine_test_mode", modes=sorted(_byzantine()))
     hsm_config = load_hsm_config(config.hsm)
     issuer = await open_issuer(hsm_config)
     log_signer = await hsm.Pkcs11Signer.open(hsm_config.settings, hsm_config.label("ct_log"))
@@ -246,6 +260,7 @@ async def _open_app(
         submit=consensus.submit,
         log=log,
         validity_days=config.validity_days,
+        byzantine=_byzantine(),
     )
 
     def find_block(s: bytes, ops: tuple[bytes, ...]) -> Any:

@@ -362,7 +362,16 @@ class ReplicatedState:
     height order, once each.
     """
 
-    def __init__(self, genesis: Genesis, ca: CAGenesis, validators: ValidatorSet) -> None:
+    def __init__(
+        self,
+        genesis: Genesis,
+        ca: CAGenesis,
+        validators: ValidatorSet,
+        *,
+        accept_invalid: bool = False,
+    ) -> None:
+        self.accept_invalid = accept_invalid
+        """Test-only Byzantine variant: `validate` accepts every operation."""
         self.chain_id = genesis.chain_id
         self.policy = genesis.policy
         self.ca = ca
@@ -399,6 +408,8 @@ class ReplicatedState:
         return TreeEdge().commitment()
 
     def validate(self, op: bytes) -> str | None:
+        if self.accept_invalid:
+            return None
         try:
             self.check(op)
         except (OperationError, IssuanceError, ProofRejected, InvalidMessage, LedgerError) as exc:

@@ -1,0 +1,92 @@
+"""One Byzantine validator of four cannot get a bad certificate issued nor stop good ones.
+
+v4 runs the test-only misbehaviour of trustchain.node.app (BYZANTINE_ENV): it
+signs SCTs for another leaf than the committed one ("bad-scts"), and it accepts,
+proposes and votes for requests that fail validation ("accept-invalid").
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import pytest
+
+from trustchain.consensus.proofs.codec import decode_bundle
+from trustchain.node.app import BYZANTINE_ENV
+from trustchain.node.cli import main
+from trustchain.node.cli_cert import (
+    ApiClient,
+    ApiError,
+    cluster_client,
+    load_account,
+    make_bundle_for,
+    make_key_and_csr,
+    request_certificate,
+)
+from trustchain.node.localcluster import create_full_cluster, load_endpoints
+
+pytestmark = pytest.mark.slow
+ZONE = "trust.hypermesh.online"
+
+
+def test_one_byzantine_validator(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    cluster = create_full_cluster(d, 4, consensus="round_timeout = 0.3")
+    for node in cluster.nodes:
+        env = {BYZANTINE_ENV: "bad-scts,accept-invalid"} if node.name == "v4" else None
+        node.start(env=env)
+    try:
+        assert cluster.wait(
+            lambda ev: all(any(e.get("event") == "node.ready" for e in evs) for evs in ev.values()),
+            60,
+        )
+        account = load_account(d / "accounts" / "demo.key")
+        plot = d / "accounts" / "demo.plot"
+
+        def issue(node: str, name: str) -> dict[str, object]:
+            _, csr = make_key_and_csr([name])
+            return request_certificate(cluster_client(d, node), account, plot, csr)
+
+        # Good requests are issued, without the liar's SCTs.
+        good = issue("v1", f"good.{ZONE}")
+        assert good["signers"] == ["v1", "v2", "v3"], good["signers"]
+        pem = d / "good.pem"
+        pem.write_text(str(good["certificate"]))
+        time.sleep(1 - time.time() % 1 + 0.01)  # cert verify reads the clock to the second
+        ct = load_endpoints(d)["v2"].ct_url
+        args = ["--root", str(d / "ca" / "root.pem"), "--online", ct]
+        args += ["--online-cafile", str(d / "tls" / "ca.pem")]
+        assert main(["cert", "verify", str(pem), "--genesis", str(d / "genesis.toml"), *args]) == 0
+        size = cluster_client(d, "v1").call("GET", "/health")["log_size"]
+
+        # A request with a bundle made for another CSR, through the Byzantine node,
+        # which submits it and proposes it: the honest validators never vote for it.
+        byz = cluster_client(d, "v4")
+        _, csr = make_key_and_csr([f"bad.{ZONE}"])
+        _, other = make_key_and_csr([f"other.{ZONE}"])
+        bundle = make_bundle_for(byz, account, plot, other)
+        body = {
+            "csr": base64.b64encode(csr).decode(),
+            "account": decode_bundle(bundle).account.hex(),
+            "bundle": base64.b64encode(bundle).decode(),
+        }
+        short = ApiClient(byz.url, byz.cafile, byz.client_cert, byz.client_key, timeout=8)
+        with pytest.raises(ApiError):
+            short.call("POST", "/v1/issue", body)
+
+        # Meanwhile and afterwards, good requests through honest nodes go on.
+        after = issue("v2", f"after.{ZONE}")
+        assert after["signers"] == ["v1", "v2", "v3"]
+        for node in ("v1", "v2", "v3"):
+            health = cluster_client(d, node).call("GET", "/health")
+            assert health["log_size"] == size + 1, (node, health)
+        # The variant really ran.
+        modes = [
+            e for e in cluster.node("v4").events() if e.get("event") == "node.byzantine_test_mode"
+        ]
+        assert modes and modes[0]["modes"] == ["accept-invalid", "bad-scts"]
+    finally:
+        statuses = cluster.stop()
+    assert statuses == {"v1": 0, "v2": 0, "v3": 0, "v4": 0}, statuses
