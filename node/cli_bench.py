@@ -20,6 +20,7 @@ def _benches() -> list[_Register]:
         bench_consensus,
         bench_ct,
         bench_dns,
+        bench_issue,
         bench_proofs,
         bench_transport,
     )
@@ -31,6 +32,7 @@ def _benches() -> list[_Register]:
         bench_ct.register,
         bench_ca.register,
         bench_dns.register,
+        bench_issue.register,
     ]
 
 

@@ -300,6 +300,7 @@ def create_full_cluster(
     accounts: tuple[str, ...] = ("demo",),
     policy: str = LAPTOP_POLICY,
     consensus: str = "",
+    node_extra: str = "",
     progress: Callable[[str], None] = lambda text: None,
 ) -> LocalCluster:
     """A cluster of full validators: everything `trustchain cluster up` sets up.
@@ -309,6 +310,7 @@ def create_full_cluster(
     NAME.plot (k=18), DIR/tls/ (the servers' TLS CA and certificate), DIR/client/
     (a client certificate from the TrustChain CA for the API), and per node
     node.toml with its HSM, CT, DNS and API endpoints (DIR/endpoints.json).
+    `node_extra` adds top-level node.toml keys; `consensus` is a [consensus] body.
     """
     import json as _json
 
@@ -373,6 +375,7 @@ def create_full_cluster(
             'server_tls_cert = "../tls/server.pem"\n'
             'server_tls_key = "../tls/server.key"\n'
             f'api_client_ca = "../ca/root.pem"\n'
+            f"{node_extra}"
         )
         if consensus:
             extra += f"[consensus]\n{consensus}\n"

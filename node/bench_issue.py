@@ -1,0 +1,385 @@
+"""`trustchain bench issue`: certificate issuance through a local cluster's HTTPS API.
+
+The parent process starts a full cluster (`create_full_cluster`, N validator
+processes) and runs the load generator as another process
+(``python -m trustchain.node.bench_issue --worker ...``), which makes every
+request's key, CSR and proof bundle beforehand (the epoch's space and time
+proofs once, the work per request), then:
+
+1. fixed offered loads (open loop: latency counts from the scheduled send time);
+2. saturation: closed-loop clients for a while; issued certificates per second
+   and the validators' CPU time (from /proc) per issued certificate;
+3. status lookups per second on one node (closed loop);
+4. the cryptography alone, measured in the same process: what one validator
+   must compute per certificate at the least (Ed25519 bundle signature, the work
+   hash, the precertificate's P-384 signature check, its P-256 SCT) plus its
+   share as issuing node (two P-384 signatures, SCT checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trustchain.node.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser(
+        "issue",
+        help="issuance through a local cluster: latency at fixed loads, saturation, CPU",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent(
+            """\
+            Starts N validators on ::1 (key ceremony included), makes the requests'
+            proofs beforehand in a load-generator process, and measures issuance at
+            fixed offered loads and at saturation, status lookups, the validators'
+            CPU microseconds per issued certificate and its ratio to the cost of
+            the cryptography alone.
+
+            example:
+              trustchain bench issue --nodes 4 --loads 10,50,100 --seconds 5
+            """
+        ),
+    )
+    bench.add_argument("--nodes", type=int, default=4, help="validators (default 4)")
+    bench.add_argument("--dir", type=Path, default=Path(".bench/issue"), help="work directory")
+    bench.add_argument("--loads", default="10,50,100", help="offered loads, issuances/s")
+    bench.add_argument("--seconds", type=float, default=5.0, help="per phase (default 5)")
+    bench.add_argument("--clients", type=int, default=32, help="saturation clients (default 32)")
+    bench.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from trustchain.node.localcluster import create_full_cluster
+
+    loads = [float(x) for x in args.loads.split(",") if x.strip()]
+    if not loads or min(loads) <= 0 or args.seconds <= 0 or args.clients < 1:
+        raise UserError("--loads, --seconds and --clients must be positive")
+    print(f"Setting up {args.nodes} validators in {args.dir}/ ...", flush=True)
+    cluster = create_full_cluster(
+        args.dir.resolve(), args.nodes, node_extra="api_rate_limit = 10000000\n"
+    )
+    cluster.start()
+    try:
+        if not cluster.wait(
+            lambda ev: all(any(e.get("event") == "node.ready" for e in v) for v in ev.values()),
+            60,
+        ):
+            raise UserError(f"the cluster did not start; see {args.dir}/v*/node.log")
+        pids = [str(n.process.pid) for n in cluster.nodes if n.process is not None]
+        worker = subprocess.run(
+            [
+                sys.executable, "-m", "trustchain.node.bench_issue", "--worker",
+                str(args.dir.resolve()), args.loads, str(args.seconds), str(args.clients),
+                ",".join(pids),
+            ],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    finally:
+        cluster.stop()
+    if worker.returncode != 0:
+        print("the load generator failed", file=sys.stderr)
+        return 1
+    result = json.loads(worker.stdout.strip().splitlines()[-1])
+    print(f"\nIssuance, {args.nodes} validators on one machine ({os.cpu_count()} CPUs)")
+    print(f"{'offered/s':>10} {'issued/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for row in result["loads"]:
+        print(
+            f"{row['offered']:>10.0f} {row['rate']:>9.1f} {row['p50']:>8.1f} "
+            f"{row['p99']:>8.1f} {row['errors']:>7}"
+        )
+    sat = result["saturation"]
+    print(
+        f"saturation ({args.clients} clients): {sat['rate']:.1f} issued/s, "
+        f"p50 {sat['p50']:.1f} ms, p99 {sat['p99']:.1f} ms, {sat['errors']} errors"
+    )
+    print(f"status lookups: {result['status_rate']:.0f}/s on one node")
+    crypto = result["crypto_us"]
+    cpu = sat["cpu_us_per_cert_per_validator"]
+    print(
+        f"CPU per issued certificate per validator: {cpu:.0f} us; cryptography alone "
+        f"{crypto:.0f} us; ratio {cpu / crypto:.1f}"
+    )
+    return 0
+
+
+# --- the load generator (its own process) -----------------------------------------------
+
+
+class _Conn:
+    """One kept-alive HTTPS connection with the client certificate."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.conn: http.client.HTTPSConnection | None = None
+
+    def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        for attempt in (0, 1):
+            if self.conn is None:
+                host, port = self.client.url.removeprefix("https://[").split("]:")
+                self.conn = http.client.HTTPSConnection(
+                    host, int(port), context=self.client.context(), timeout=60
+                )
+            try:
+                headers = {"content-type": "application/json"} if body else {}
+                self.conn.request(method, path, body=body, headers=headers)
+                response = self.conn.getresponse()
+                return response.status, response.read()
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _prepare(directory: Path, count: int) -> list[bytes]:
+    import base64
+
+    from trustchain.consensus.proofs.codec import encode_bundle
+    from trustchain.consensus.proofs.hashing import account_id
+    from trustchain.consensus.proofs.ledger import raw_public_key
+    from trustchain.consensus.proofs.policy import Policy
+    from trustchain.consensus.proofs.prover import make_bundle
+    from trustchain.consensus.proofs.space import make_space_proof
+    from trustchain.consensus.proofs.vdf import make_time_proof
+    from trustchain.node.cli_cert import cluster_client, load_account, make_key_and_csr
+    from trustchain.node.state import request_hash
+
+    client = cluster_client(directory, "v1")
+    info = client.call("GET", "/v1/beacon")
+    policy = Policy(**info["policy"])
+    epoch = max(int(e) for e in info["beacons"])
+    beacon = bytes.fromhex(info["beacons"][str(epoch)])
+    key = load_account(directory / "accounts" / "demo.key")
+    public = raw_public_key(key)
+    aid = account_id(public)
+    import chiapos
+
+    plot = chiapos.DiskProver(str(directory / "accounts" / "demo.plot"))
+    space = make_space_proof(plot, public, aid, beacon, policy)
+    time_proof = make_time_proof(beacon, aid, policy.vdf_iterations)
+    bodies = []
+    for i in range(count):
+        _, csr = make_key_and_csr([f"b{i}.bench.trust.hypermesh.online"])
+        bundle = make_bundle(
+            key, info["chain_id"], epoch=epoch, request=request_hash(csr), space=space,
+            time=time_proof, work_bits=policy.work_bits,
+        )  # fmt: skip
+        doc = {
+            "csr": base64.b64encode(csr).decode(),
+            "account": aid.hex(),
+            "bundle": base64.b64encode(encode_bundle(bundle)).decode(),
+        }
+        bodies.append(json.dumps(doc).encode())
+    return bodies
+
+
+def _crypto_us(nodes: int) -> float:
+    """Microseconds of cryptography one validator needs per certificate, at the least."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    def per_op(fn: Any, n: int = 300) -> float:
+        started = time.process_time()
+        for _ in range(n):
+            fn()
+        return (time.process_time() - started) / n * 1e6
+
+    msg = b"x" * 200
+    ed = Ed25519PrivateKey.generate()
+    ed_sig = ed.sign(msg)
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    p384_sig = p384.sign(msg, ec.ECDSA(hashes.SHA384()))
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    p256_sig = p256.sign(msg, ec.ECDSA(hashes.SHA256()))
+    ed_verify = per_op(lambda: ed.public_key().verify(ed_sig, msg))
+    work = per_op(lambda: hashlib.sha256(msg).digest(), 3000)
+    p384_verify = per_op(lambda: p384.public_key().verify(p384_sig, msg, ec.ECDSA(hashes.SHA384())))
+    p384_sign = per_op(lambda: p384.sign(msg, ec.ECDSA(hashes.SHA384())))
+    p256_sign = per_op(lambda: p256.sign(msg, ec.ECDSA(hashes.SHA256())))
+    p256_verify = per_op(lambda: p256.public_key().verify(p256_sig, msg, ec.ECDSA(hashes.SHA256())))
+    issuer_share = (2 * p384_sign + nodes * p256_verify) / nodes
+    return ed_verify + work + p384_verify + p256_sign + issuer_share
+
+
+def _open_loop(
+    apis: list[Any],
+    load: float,
+    seconds: float,
+    issue: Callable[[_Conn, bytes], bool],
+    next_body: Callable[[], bytes | None],
+) -> dict[str, Any]:
+    """Send `load` requests per second for `seconds`; latency from the scheduled time."""
+    n = int(load * seconds)
+    latencies: list[float] = []
+    errors = [0]
+    start = time.monotonic() + 0.2
+    index = [0]
+    lock = threading.Lock()
+
+    def run(conn: _Conn) -> None:
+        while True:
+            with lock:
+                i = index[0]
+                index[0] += 1
+            if i >= n:
+                return
+            scheduled = start + i / load
+            time.sleep(max(0.0, scheduled - time.monotonic()))
+            body = next_body()
+            if body is None:
+                return
+            ok = issue(conn, body)
+            with lock:
+                if ok:
+                    latencies.append((time.monotonic() - scheduled) * 1000)
+                else:
+                    errors[0] += 1
+
+    workers = min(64, max(4, int(load * 0.5)))
+    threads = [
+        threading.Thread(target=run, args=(_Conn(apis[k % len(apis)]),)) for k in range(workers)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    return {
+        "offered": load, "rate": len(latencies) / elapsed,
+        "p50": _percentile(latencies, 0.5), "p99": _percentile(latencies, 0.99),
+        "errors": errors[0],
+    }  # fmt: skip
+
+
+def _worker(
+    directory: Path, loads: list[float], seconds: float, clients: int, pids: list[int]
+) -> None:
+    from trustchain.node.cli_cert import cluster_client
+    from trustchain.node.localcluster import load_endpoints
+
+    names = list(load_endpoints(directory))
+    apis = [cluster_client(directory, n) for n in names]
+    saturation_budget = int(max(loads) * seconds * 3) + 200
+    total = int(sum(load * seconds for load in loads)) + saturation_budget
+    print(f"making {total} requests' proofs beforehand ...", file=sys.stderr, flush=True)
+    bodies = _prepare(directory, total)
+    cursor = [0]
+    lock = threading.Lock()
+    serials: list[str] = []
+
+    def next_body() -> bytes | None:
+        with lock:
+            if cursor[0] >= len(bodies):
+                return None
+            cursor[0] += 1
+            return bodies[cursor[0] - 1]
+
+    def issue(conn: _Conn, body: bytes) -> bool:
+        status, data = conn.call("POST", "/v1/issue", body)
+        if status == 200:
+            with lock:
+                serials.append(json.loads(data)["serial"])
+        return status == 200
+
+    results: dict[str, Any] = {"loads": []}
+    for load in loads:
+        results["loads"].append(_open_loop(apis, load, seconds, issue, next_body))
+        print(f"offered {load}/s done", file=sys.stderr, flush=True)
+
+    sat_latencies: list[float] = []
+    sat_errors = [0]
+    stop_at = time.monotonic() + seconds
+
+    def closed_loop(conn: _Conn) -> None:
+        while time.monotonic() < stop_at:
+            body = next_body()
+            if body is None:
+                return
+            t0 = time.monotonic()
+            ok = issue(conn, body)
+            with lock:
+                if ok:
+                    sat_latencies.append((time.monotonic() - t0) * 1000)
+                else:
+                    sat_errors[0] += 1
+
+    cpu0, t0 = _cpu_seconds(pids), time.monotonic()
+    threads = [
+        threading.Thread(target=closed_loop, args=(_Conn(apis[k % len(apis)]),))
+        for k in range(clients)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed, cpu = time.monotonic() - t0, _cpu_seconds(pids) - cpu0
+    issued = len(sat_latencies)
+    results["saturation"] = {
+        "rate": issued / elapsed, "p50": _percentile(sat_latencies, 0.5),
+        "p99": _percentile(sat_latencies, 0.99), "errors": sat_errors[0],
+        "cpu_us_per_cert_per_validator": cpu / len(pids) / max(1, issued) * 1e6,
+    }  # fmt: skip
+
+    lookups = [0]
+    stop_at = time.monotonic() + min(seconds, 3.0)
+
+    def status_loop(conn: _Conn) -> None:
+        k = 0
+        while time.monotonic() < stop_at:
+            status, _ = conn.call("GET", f"/v1/status/{serials[k % len(serials)]}")
+            k += 1
+            if status == 200:
+                with lock:
+                    lookups[0] += 1
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=status_loop, args=(_Conn(apis[0]),)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results["status_rate"] = lookups[0] / (time.monotonic() - t0)
+    results["crypto_us"] = _crypto_us(len(pids))
+    print(json.dumps(results))
+
+
+if __name__ == "__main__" and len(sys.argv) == 7 and sys.argv[1] == "--worker":
+    _worker(
+        Path(sys.argv[2]),
+        [float(x) for x in sys.argv[3].split(",")],
+        float(sys.argv[4]),
+        int(sys.argv[5]),
+        [int(p) for p in sys.argv[6].split(",")],
+    )
