@@ -242,6 +242,9 @@ async def _serve(cert: Path, key: Path) -> None:
             CaaPolicy(apex, (CaaRecord(0, "issue", "trust.hypermesh.online"),)),
         ]
     )
+    from trustchain.node import log
+
+    log.configure("warning")  # anything unusual shows in the bench's output
     settings = DoqSettings()
     server = DoqServer(authority, server_configuration(cert, key, settings), settings)
     async with trio.open_nursery() as nursery:

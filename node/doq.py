@@ -167,6 +167,8 @@ class DoqServerStats:
     """Streams reset with DOQ_INTERNAL_ERROR (no response could be made)."""
     resumed: int = 0
     """Connections that resumed a session."""
+    unsent: int = 0
+    """Actions aioquic refused (e.g. an answer for a stream the client had reset)."""
 
 
 class DoqServer:
@@ -338,9 +340,12 @@ class _ServerLink:
                 )
                 self.link.close(action.error_code, action.reason)
         except (RuntimeError, ValueError) as exc:
-            # The peer reset or stopped the stream while we were answering
-            # (aioquic refuses writes then); nothing is lost but that answer.
-            self.server.log.debug("dns.stream_gone", remote=self.remote, error=str(exc))
+            # aioquic refuses writes on a stream the peer reset or stopped; the
+            # core has normally forgotten such streams, so this is worth a line.
+            self.server.stats.unsent += 1
+            self.server.log.warning(
+                "dns.answer_not_sent", remote=self.remote, action=repr(action), error=str(exc)
+            )
 
     def _answer(self, event: QueryReceived) -> None:
         self.server.stats.queries += 1
@@ -574,8 +579,12 @@ class _ClientLink:
                             + (f": {action.reason}" if action.reason else "")
                         )
                     link.close(action.error_code, action.reason)
-            except (RuntimeError, ValueError):
-                pass  # the stream is already gone; its callback hears about it
+            except (RuntimeError, ValueError) as exc:
+                # aioquic refused: the query cannot go out, so say so to whoever
+                # waits for it rather than leave it pending for ever.
+                if isinstance(action, SendData):
+                    self.carry_out(self.core.cancel(action.stream_id))
+                    self._deliver(action.stream_id, DoqClientError(f"cannot send the query: {exc}"))
         for event in output.events:
             if isinstance(event, ResponseReceived):
                 self._deliver(event.stream_id, event.message)
