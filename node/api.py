@@ -373,6 +373,7 @@ class ApiApp:
             "height": self.app.state.height,
             "log_size": self.app.state.edge.size,
             "issued": self.app.issued,
+            "punished": sorted(self.app.state.slashed),
         }
 
     async def _crl(self) -> bytes:

@@ -282,7 +282,8 @@ class NodeApp:
         self.applied_height = 0
         self.byzantine = byzantine
         """Test-only misbehaviour (BYZANTINE_ENV): "bad-scts" signs SCTs for the wrong
-        leaf, "accept-invalid" proposes and votes for requests that fail validation."""
+        leaf, "accept-invalid" proposes and votes for requests that fail validation,
+        "equivocate" signs two proposals per round (trustchain.node.state.AppCore)."""
         self._nursery: trio.Nursery | None = None
 
     # --- recovery -----------------------------------------------------------------------

@@ -247,6 +247,7 @@ async def _open_app(
         authority = Authority(zones)
     core = consensus.core
     assert isinstance(core, AppCore)
+    core.equivocate = "equivocate" in _byzantine()
     app = NodeApp(
         config.name,
         state,

@@ -46,7 +46,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from trustchain.consensus.core import EVIDENCE_TAG, Core, check_evidence
-from trustchain.consensus.messages import Block, Operation, Proposal, TimeoutCert, operation_id
+from trustchain.consensus.messages import (
+    Block,
+    Operation,
+    Proposal,
+    TimeoutCert,
+    make_block,
+    operation_id,
+    proposal_digest,
+)
 from trustchain.consensus.proofs.cache import ReplayGuard
 from trustchain.consensus.proofs.codec import decode_signed_operation
 from trustchain.consensus.proofs.errors import LedgerError, ProofRejected
@@ -707,6 +715,23 @@ class AppCore(Core):
     app: ReplicatedState
     on_vote: Callable[[Block], None] | None = None
     """Called with each block this validator votes for (its SCTs go out then)."""
+
+    equivocate: bool = False
+    """Test-only Byzantine variant: every proposal of this validator has a twin."""
+
+    def _maybe_propose(self, now: float) -> None:
+        before = self.proposed_round
+        super()._maybe_propose(now)
+        if not self.equivocate or self.proposed_round == before:
+            return
+        first = next(m for _, m in reversed(self._out.send) if isinstance(m, Proposal))
+        b = first.block
+        twin = make_block(
+            round=b.round, height=b.height, qc=b.qc, timestamp=b.timestamp + 1, state=b.state,
+            payload=b.payload, proposer=b.proposer,
+        )  # fmt: skip
+        signature = self._sign(proposal_digest(self.chain_id, twin.id))
+        self._out.send.append((None, Proposal(twin, first.tc, signature)))
 
     def _on_proposal(self, sender: str, proposal: Proposal, now: float) -> None:
         before = self.safety.highest_vote_round

@@ -1,8 +1,9 @@
 """One Byzantine validator of four cannot get a bad certificate issued nor stop good ones.
 
 v4 runs the test-only misbehaviour of trustchain.node.app (BYZANTINE_ENV): it
-signs SCTs for another leaf than the committed one ("bad-scts"), and it accepts,
-proposes and votes for requests that fail validation ("accept-invalid").
+signs SCTs for another leaf than the committed one ("bad-scts"), it accepts,
+proposes and votes for requests that fail validation ("accept-invalid"), or it
+signs two proposals in each of its rounds ("equivocate").
 """
 
 from __future__ import annotations
@@ -87,6 +88,43 @@ def test_one_byzantine_validator(tmp_path: Path) -> None:
             e for e in cluster.node("v4").events() if e.get("event") == "node.byzantine_test_mode"
         ]
         assert modes and modes[0]["modes"] == ["accept-invalid", "bad-scts"]
+    finally:
+        statuses = cluster.stop()
+    assert statuses == {"v1": 0, "v2": 0, "v3": 0, "v4": 0}, statuses
+
+
+def test_equivocating_leader_is_caught_and_issuance_goes_on(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    cluster = create_full_cluster(d, 4, consensus="round_timeout = 0.3")
+    for node in cluster.nodes:
+        node.start(env={BYZANTINE_ENV: "equivocate"} if node.name == "v4" else None)
+    try:
+        assert cluster.wait(
+            lambda ev: all(any(e.get("event") == "node.ready" for e in evs) for evs in ev.values()),
+            60,
+        )
+        # v4 signs two proposals in each of its rounds: every honest node sees both,
+        # submits the evidence, and the committed evidence names v4 everywhere.
+        deadline = time.monotonic() + 30
+        while True:
+            punished = {
+                n: cluster_client(d, n).call("GET", "/health")["punished"]
+                for n in ("v1", "v2", "v3")
+            }
+            if all(p == ["v4"] for p in punished.values()):
+                break
+            assert time.monotonic() < deadline, punished
+            time.sleep(0.3)
+        _, csr = make_key_and_csr([f"still.{ZONE}"])
+        account = load_account(d / "accounts" / "demo.key")
+        doc = request_certificate(
+            cluster_client(d, "v2"), account, d / "accounts" / "demo.plot", csr
+        )
+        assert len(doc["signers"]) >= 3
+        warnings = [
+            e for e in cluster.node("v1").events() if e.get("event") == "consensus.equivocation"
+        ]
+        assert warnings and warnings[0]["validator"] == "v4"
     finally:
         statuses = cluster.stop()
     assert statuses == {"v1": 0, "v2": 0, "v3": 0, "v4": 0}, statuses
