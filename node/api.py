@@ -16,7 +16,8 @@ Endpoints (JSON unless noted):
 =======================  ===============================================================
 POST /v1/issue           {"csr", "account", "bundle"} -> chain, SCTs, leaf index, checkpoint
 GET  /v1/status/SERIAL   status with inclusion proof and cosigned checkpoint (also
-                         /ca/v1/status/SERIAL, the `cert verify --online` contract)
+                         /ca/v1/status/SERIAL, the `cert verify --online` contract;
+                         /v1/status?leaf_hash=HEX by the RFC 6962 leaf hash)
 POST /v1/revoke          {"serial", "reason", "account", "signature"} signed by the account
 GET  /v1/beacon          chain id, epoch beacons and the proof policy a client needs
 GET  /v1/crl             this node's intermediate CRL (DER, application/pkix-crl)
@@ -289,6 +290,8 @@ class ApiApp:
                     self.metrics.validated += 1
                     return status, doc
                 raise _Refusal(status, doc["error"], doc["message"])
+        if path == "/v1/status":
+            return self._status_by_hash(scope.get("query_string", b"").decode(errors="replace"))
         if path == "/v1/crl":
             return 200, await self._crl()
         if path == "/metrics":
@@ -354,6 +357,22 @@ class ApiApp:
             raise _Refusal(status, _error_code(str(exc)), str(exc)) from None
         self.metrics.revoked += 1
         return 200, {"serial": f"{serial:x}", "revoked": True, "height": height}
+
+    def _status_by_hash(self, query: str) -> tuple[int, Any]:
+        """``/v1/status?leaf_hash=HEX``: status by the certificate's RFC 6962 leaf hash."""
+        key, _, value = query.partition("=")
+        try:
+            digest = bytes.fromhex(value)
+        except ValueError:
+            digest = b""
+        if key != "leaf_hash" or len(digest) != 32:
+            raise _Refusal(400, "bad_parameter", "expected ?leaf_hash=<64 hex digits>")
+        serial = self.app.state.by_leaf_hash.get(digest)
+        if serial is None:
+            raise _Refusal(404, "unknown_certificate", f"no certificate with leaf hash {value}")
+        status, doc = self.public.status_response(f"{serial:x}")
+        self.metrics.validated += 1
+        return status, doc
 
     async def _beacon(self, _: dict[str, Any]) -> tuple[int, Any]:
         state = self.app.state

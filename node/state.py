@@ -394,6 +394,8 @@ class ReplicatedState:
         self.edge = TreeEdge()
         """The committed log."""
         self.certificates: dict[int, CertificateRecord] = {}
+        self.by_leaf_hash: dict[bytes, int] = {}
+        """RFC 6962 leaf hash -> serial, for status lookups by hash."""
         self.revocations: dict[int, Revocation] = {}
         self.slashed: set[str] = set()
         self._edges: OrderedDict[bytes, TreeEdge] = OrderedDict()
@@ -675,6 +677,7 @@ class ReplicatedState:
             not_after=d.request.not_after,
             issuer_key_id=d.precert.issuer.key_id,
         )
+        self.by_leaf_hash[self.certificates[serial].leaf_hash] = serial
         cert = x509.load_der_x509_certificate(d.request.precertificate)
         issued = _tlsa_change(cert)
         return [issued] if issued is not None else []

@@ -113,6 +113,28 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     assert set(statuses.values()) <= {0, -signal.SIGKILL}, statuses
 
 
+def _leaf_hash(cert: x509.Certificate, doc: dict[str, Any]) -> bytes:
+    """The RFC 6962 leaf hash of an issued certificate, from the certificate alone."""
+    from cryptography.hazmat.primitives import serialization
+
+    from trustchain.ct.merkle import leaf_hash
+    from trustchain.ct.precert import final_certificate_tbs, issuer_key_hash
+    from trustchain.ct.sct import (
+        EntryType,
+        LogEntry,
+        TimestampedEntry,
+        leaf_index_extensions,
+        merkle_tree_leaf,
+    )
+
+    der = cert.public_bytes(serialization.Encoding.DER)
+    issuer = base64.b64decode(doc["chain"][1])
+    entry = LogEntry(EntryType.PRECERT, final_certificate_tbs(der), issuer_key_hash(issuer))
+    sct = doc["scts"][0]
+    extensions = leaf_index_extensions(doc["leaf_index"])
+    return leaf_hash(merkle_tree_leaf(TimestampedEntry(sct["timestamp"], entry, extensions)))
+
+
 def _verify(run: Running, pem: Path, node: str = "v2") -> int:
     # `cert verify` reads the clock to the second (node/cli_ca.py _now), so an SCT
     # made earlier in this very second would count as "dated in the future".
@@ -154,6 +176,15 @@ def test_issue_verify_and_identical_logs(
     assert parse_checkpoint(parse_note(doc["checkpoint"]).text).size > doc["leaf_index"]
     assert _verify(running, pem) == 0
     assert "inclusion     leaf" in capsys.readouterr().out
+    # Status by serial and by the certificate's leaf hash, from another node.
+    by_serial = running.client("v2").call("GET", f"/v1/status/{doc['serial']}")
+    assert by_serial["revoked"] is False and by_serial["leaf_index"] == doc["leaf_index"]
+    leaf = _leaf_hash(cert, doc)
+    by_hash = running.client("v2").call("GET", f"/v1/status?leaf_hash={leaf.hex()}")
+    assert by_hash == by_serial
+    with pytest.raises(ApiError) as unknown:
+        running.client("v2").call("GET", f"/v1/status?leaf_hash={'00' * 32}")
+    assert unknown.value.status == 404
     # Every node ends with the same cosigned checkpoint and the same TLSA answer.
     deadline = time.monotonic() + 10
     while True:
