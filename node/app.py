@@ -298,6 +298,11 @@ class NodeApp:
         self._nursery: trio.Nursery | None = None
         self._cosigned_changed = trio.Event()
         """Set (and replaced) whenever the cosigned checkpoint advances."""
+        self._voter_power = {(v.verifier.name, v.verifier.key_id): v.power for v in self._voters}
+        self._cosigned_at = (
+            parse_checkpoint(parse_note(ctlog.cosigned).text).size if ctlog.cosigned else -1
+        )
+        """Size of the latest cosigned checkpoint (-1: none yet)."""
 
     # --- recovery -----------------------------------------------------------------------
 
@@ -474,11 +479,12 @@ class NodeApp:
 
     def _add_cosignature(self, note: bytes) -> None:
         try:
-            cp = parse_checkpoint(parse_note(note).text)
+            parsed = parse_note(note)
+            cp = parse_checkpoint(parsed.text)
         except (CheckpointError, NoteError, ValueError):
             return
-        if cp.origin != self.origin or cp.size <= self.state.edge.size - 1000:
-            return
+        if cp.origin != self.origin or cp.size <= self._cosigned_at:
+            return  # nothing newer than the cosigned checkpoint we have
         have = self._cosig.get(cp.size)
         try:
             merged = note if have is None else merge_cosignatures(have, note)
@@ -488,22 +494,26 @@ class NodeApp:
                 return
             merged = note
         self._cosig[cp.size] = merged
-        for old in [s for s in self._cosig if s < cp.size - 64]:
+        for old in [s for s in self._cosig if s <= self._cosigned_at or s < cp.size - 64]:
             del self._cosig[old]
         if cp.size > self.state.edge.size:
             return  # merged again when this node signs that size itself
         if cp.size == self.state.edge.size and cp.root_hash != self.state.edge.root():
             return
+        # Count the known signers first: the signatures are checked (all of them,
+        # by verify_cosigned) only once a quorum could be there.
+        signers = {(sig.name, sig.key_id) for sig in parse_note(merged).signatures}
+        power = sum(p for key, p in self._voter_power.items() if key in signers)
+        if not self.ca.has_quorum(power):
+            return
         try:
             verify_cosigned(merged, self._voters, origin=self.origin)
         except (CheckpointError, ValueError):
             return
-        current = self.ctlog.cosigned
-        current_size = parse_checkpoint(parse_note(current).text).size if current else -1
-        if cp.size >= current_size:
-            self.ctlog.write_cosigned(self.data_dir / "ct", merged)
-            self._cosigned_changed.set()
-            self._cosigned_changed = trio.Event()
+        self.ctlog.write_cosigned(self.data_dir / "ct", merged)
+        self._cosigned_at = cp.size
+        self._cosigned_changed.set()
+        self._cosigned_changed = trio.Event()
 
     def cosigned_checkpoint(self) -> str:
         return (self.ctlog.cosigned or b"").decode()
@@ -630,8 +640,7 @@ class NodeApp:
             self._scts.pop(oid, None)
 
     def _cosigned_size(self) -> int:
-        note = self.ctlog.cosigned
-        return parse_checkpoint(parse_note(note).text).size if note else 0
+        return max(self._cosigned_at, 0)
 
     async def submit_and_wait(self, op: bytes, *, timeout: float = 30.0) -> int:
         """Submit a revoke (or other) operation; the committed height once it commits."""

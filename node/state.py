@@ -59,7 +59,7 @@ from trustchain.consensus.proofs.cache import ReplayGuard
 from trustchain.consensus.proofs.codec import decode_signed_operation
 from trustchain.consensus.proofs.errors import LedgerError, ProofRejected
 from trustchain.consensus.proofs.ledger import StakeLedger
-from trustchain.consensus.proofs.verifier import BundleVerifier
+from trustchain.consensus.proofs.verifier import BundleVerifier, CheckedBundle
 from trustchain.consensus.validators import InvalidMessage, ValidatorSet
 from trustchain.ct.merkle import EMPTY_ROOT, leaf_hash, node_hash
 from trustchain.ct.sct import merkle_tree_leaf
@@ -402,6 +402,7 @@ class ReplicatedState:
         self._edges[self.edge.commitment()] = self.edge
         self._results: OrderedDict[tuple[bytes, int, bytes], bytes] = OrderedDict()
         self._decoded: OrderedDict[bytes, DecodedIssue | str] = OrderedDict()
+        self._bundles: OrderedDict[tuple[bytes, int], CheckedBundle] = OrderedDict()
         self._context = _Context()
         self.find_block: Callable[[bytes, tuple[bytes, ...]], Block | None] = lambda s, o: None
         """Set by the driver: a block with this state and payload (for execute without context)."""
@@ -438,14 +439,7 @@ class ReplicatedState:
                 raise OperationError(decoded)
             if decoded.precert.serial in self.certificates:
                 raise OperationError(f"serial: {decoded.precert.serial:x} was already issued")
-            self.verifier.check(
-                decoded.request.bundle,
-                request=request_hash(decoded.csr.der),
-                now_epoch=self.policy.epoch_of(height),
-                beacons=self.beacons,
-                stake=self.ledger,
-                replay=self.replay,
-            )
+            self._check_bundle(decoded, height, replay=True)
             return decoded
         if op.startswith(TAG_REVOKE):
             self._check_revoke(decode_revoke(op))
@@ -459,6 +453,42 @@ class ReplicatedState:
             decode_signed_operation(op[len(TAG_LEDGER) :])
             return None
         raise OperationError("operation: unknown kind (no known tag)")
+
+    def _check_bundle(self, d: DecodedIssue, height: int, *, replay: bool) -> CheckedBundle:
+        """The four proofs of a request for a block at `height`.
+
+        A bundle that passed once for an epoch passes again, except for what
+        depends on the state: the replay guard and the account's bonded stake,
+        which are checked every time; so the signatures and hashes are checked
+        once per epoch and node, not at admission, proposal, vote and commit.
+        """
+        epoch = self.policy.epoch_of(height)
+        key = (hashlib.sha256(d.request.bundle).digest(), epoch)
+        done = self._bundles.get(key)
+        if done is None:
+            done = self.verifier.check(
+                d.request.bundle,
+                request=request_hash(d.csr.der),
+                now_epoch=epoch,
+                beacons=self.beacons,
+                stake=self.ledger,
+                replay=self.replay if replay else None,
+            )
+            self._bundles[key] = done
+            if len(self._bundles) > _CACHE:
+                self._bundles.popitem(last=False)
+            return done
+        if replay and self.replay.seen(done.digest):
+            raise ProofRejected("request", "replayed: this request was already committed")
+        account = self.ledger.account(done.bundle.account)
+        if account is None:
+            raise ProofRejected("stake", f"unknown account {done.bundle.account.hex()}")
+        minimum = self.policy.min_stake
+        if account.bonded < minimum:
+            raise ProofRejected(
+                "stake", f"bonded stake {account.bonded} is below the policy minimum {minimum}"
+            )
+        return done
 
     def _check_revoke(self, r: RevokeRequest) -> None:
         cert = self.certificates.get(r.serial)
@@ -648,14 +678,7 @@ class ReplicatedState:
         d = entry.decoded
         serial = d.precert.serial
         try:
-            bundle = self.verifier.check(
-                d.request.bundle,
-                request=request_hash(d.csr.der),
-                now_epoch=self.policy.epoch_of(block.height),
-                beacons=self.beacons,
-                stake=self.ledger,
-                replay=None,
-            )
+            bundle = self._check_bundle(d, block.height, replay=False)
             account = bundle.bundle.account
             self.replay.record(bundle.digest, bundle.bundle.epoch)
         except ProofRejected:
