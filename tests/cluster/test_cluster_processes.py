@@ -56,6 +56,8 @@ class Running:
     endpoints: dict[str, NodeEndpoints]
     starts: dict[str, int]
     """Times each node was started (node.ready events to wait for)."""
+    first_checkpoint: str = ""
+    """The cosigned checkpoint of the module's first certificate."""
 
     @property
     def account(self) -> Path:
@@ -170,6 +172,7 @@ def test_issue_verify_and_identical_logs(
     running: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
     doc, pem = running.request([f"demo.{ZONE}", f"www.demo.{ZONE}"])
+    running.first_checkpoint = doc["checkpoint"]
     assert set(doc["signers"]) >= {"v1", "v2", "v3"} and len(doc["scts"]) >= 3
     cert = x509.load_pem_x509_certificate(pem.read_bytes())
     assert f"{cert.serial_number:x}" == doc["serial"]
@@ -364,3 +367,17 @@ def test_killed_validator_then_catch_up(running: Running) -> None:
     # And it signs again: a new certificate carries its SCT.
     doc2, _ = running.request([f"after.{ZONE}"], node="v2")
     assert "v4" in doc2["signers"], doc2["signers"]
+    # Every node's checkpoints are consistent: the first one this module saw is a
+    # prefix of each node's latest, by each node's own consistency proof.
+    from trustchain.ct.merkle import verify_consistency
+
+    first = parse_checkpoint(parse_note(running.first_checkpoint).text)
+    for node in running.endpoints:
+        latest = parse_checkpoint(_cosigned(running, node)[0])
+        answer = json.loads(
+            running.ct_get(
+                node, f"/ct/v1/get-sth-consistency?first={first.size}&second={latest.size}"
+            )
+        )
+        proof = [base64.b64decode(h) for h in answer["consistency"]]
+        verify_consistency(first.size, latest.size, first.root_hash, latest.root_hash, proof)
