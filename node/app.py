@@ -95,6 +95,10 @@ FINAL_WAIT = 10.0
 """Seconds the issuing node waits for an SCT quorum after its request committed."""
 BYZANTINE_ENV = "TRUSTCHAIN_TEST_BYZANTINE"
 """Test-only: comma-separated misbehaviours of a Byzantine validator process (see NodeApp)."""
+MAX_COSIG_AHEAD = 100_000
+"""Checkpoint signatures for trees this much larger than ours are ignored."""
+MAX_COSIG_PENDING = 256
+"""Checkpoint sizes with signatures waiting for a quorum (the largest go first)."""
 COSIGNED_EVERY = 1.0
 """Seconds between re-broadcasts of the latest cosigned checkpoint."""
 
@@ -485,6 +489,8 @@ class NodeApp:
             return
         if cp.origin != self.origin or cp.size <= self._cosigned_at:
             return  # nothing newer than the cosigned checkpoint we have
+        if cp.size > self.state.edge.size + MAX_COSIG_AHEAD:
+            return  # not a tree this node could reach soon: a peer is lying or far ahead
         have = self._cosig.get(cp.size)
         try:
             merged = note if have is None else merge_cosignatures(have, note)
@@ -494,8 +500,10 @@ class NodeApp:
                 return
             merged = note
         self._cosig[cp.size] = merged
-        for old in [s for s in self._cosig if s <= self._cosigned_at or s < cp.size - 64]:
+        for old in [s for s in self._cosig if s <= self._cosigned_at]:
             del self._cosig[old]
+        while len(self._cosig) > MAX_COSIG_PENDING:
+            del self._cosig[max(self._cosig)]
         if cp.size > self.state.edge.size:
             return  # merged again when this node signs that size itself
         if cp.size == self.state.edge.size and cp.root_hash != self.state.edge.root():
