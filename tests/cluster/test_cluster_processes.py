@@ -381,3 +381,49 @@ def test_killed_validator_then_catch_up(running: Running) -> None:
         )
         proof = [base64.b64decode(h) for h in answer["consistency"]]
         verify_consistency(first.size, latest.size, first.root_hash, latest.root_hash, proof)
+
+
+def _trustchain(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trustchain.node.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cert_commands(running: Running, tmp_path: Path) -> None:
+    d = str(running.dir)
+    out = tmp_path / "cli.pem"
+    base = ["--cluster", d, "--node", "v2"]
+    request = _trustchain(
+        "cert", "request", *base, "--account", str(running.account), "--plot",
+        str(running.plot), "--name", f"cli.{ZONE},www.cli.{ZONE}", "--out", str(out),
+    )  # fmt: skip
+    assert request.returncode == 0, request.stderr
+    assert "space proof (k=18" in request.stderr and "SCTs from:" in request.stdout
+    assert (tmp_path / "cli.key").stat().st_mode & 0o077 == 0
+    cert = x509.load_pem_x509_certificate(out.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == [f"cli.{ZONE}", f"www.cli.{ZONE}"]
+    status = _trustchain("cert", "status", *base, str(out))
+    assert status.returncode == 0 and ": valid" in status.stdout, status.stdout + status.stderr
+    revoke = _trustchain(
+        "cert", "revoke", *base, "--account", str(running.account), str(out),
+        "--reason", "superseded",
+    )  # fmt: skip
+    assert revoke.returncode == 0, revoke.stderr
+    status = _trustchain("cert", "status", "--cluster", d, "--serial", f"{cert.serial_number:x}")
+    assert status.returncode == 1 and "superseded" in status.stdout, status.stdout
+    # Mistakes get a message and exit status 2, no traceback.
+    missing = _trustchain(
+        "cert", "request", *base, "--account", str(running.account), "--plot",
+        str(running.plot), "--out", str(tmp_path / "x.pem"),
+    )  # fmt: skip
+    assert missing.returncode == 2 and "give --name" in missing.stderr
+    outside = _trustchain(
+        "cert", "request", *base, "--account", str(running.account), "--plot",
+        str(running.plot), "--name", "www.example.org", "--out", str(tmp_path / "y.pem"),
+    )  # fmt: skip
+    assert outside.returncode == 2 and "name_outside_policy" in outside.stderr, outside.stderr
+    assert "Traceback" not in missing.stderr + outside.stderr
