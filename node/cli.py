@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from trustchain.node import (
+    cli_archive,
     cli_bench,
     cli_ca,
     cli_cluster,
@@ -36,6 +37,7 @@ _GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], No
     cli_dns.register,
     cli_bench.register,
     cli_infra.register,
+    cli_archive.register,
 ]
 
 

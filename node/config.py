@@ -249,6 +249,9 @@ class NodeConfig:
     """Its PEM private key."""
     dns: dict[str, Any] | None = None
     """The [dns] table (checked by trustchain.node.doq.parse_dns_section); None: no DoQ."""
+    archive: dict[str, Any] | None = None
+    """The [archive] table (checked by trustchain.node.archive.parse_archive_section);
+    None: no S3 archive."""
     validity_days: int = 30
     """Validity of the certificates this node issues (at most the [ca] policy's maximum)."""
     api_listen: Address | None = None
@@ -283,6 +286,7 @@ _NODE_KEYS = {
     "server_tls_cert": Key(_string, default=None),
     "server_tls_key": Key(_string, default=None),
     "dns": Key(_typed(dict, "a table [dns]"), default=None),
+    "archive": Key(_typed(dict, "a table [archive]"), default=None),
     "validity_days": Key(_int_range(1, 398), default=30),
     "api_listen": Key(_address, default=None),
     "api_client_ca": Key(_string, default=None),
@@ -366,6 +370,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         server_tls_cert=_optional_path(base, values["server_tls_cert"]),
         server_tls_key=_optional_path(base, values["server_tls_key"]),
         dns=values["dns"],
+        archive=values["archive"],
         validity_days=values["validity_days"],
         api_listen=values["api_listen"],
         api_client_ca=_optional_path(base, values["api_client_ca"]),

@@ -273,6 +273,13 @@ async def _open_app(
     consensus.on_committed = app.on_committed
     consensus.on_evidence = app.on_evidence
     await nursery.start(app.run)
+    if config.archive is not None:
+        from trustchain.node.archive import Archiver, parse_archive_section
+
+        archive = parse_archive_section(str(config.path), config.archive, config.path.parent)
+        archiver = Archiver(archive, config.data_dir, lambda: ctlog.cosigned, log)
+        await nursery.start(archiver.run)
+        app.issue = archiver.durable(app.issue)  # type: ignore[method-assign]
     if config.ct_listen is not None:
         if config.server_tls_cert is None or config.server_tls_key is None:
             raise ConfigError(f"{config.path}: ct_listen needs server_tls_cert and server_tls_key")

@@ -1,0 +1,539 @@
+"""The node's two-region archive (DESIGN.md section 8): every committed block's data to S3.
+
+Each time this node's cosigned checkpoint advances (size N), one *round* per
+region uploads, in this order, so that a checkpoint never reaches a bucket
+before the data it covers:
+
+1. issuer certificates (``issuer/<sha256>``) not uploaded yet;
+2. the tiles of the tree of size N that the previous round did not cover
+   (``tile/<L>/<N>[.p/<W>]``, ``tile/data/...``), read from the CT store (a
+   partial tile the store already replaced by a wider one is cut from it);
+3. the committed blocks applied since the last round, as one state segment
+   ``state/<first>-<last>`` (the rows ``state.db`` holds, identical on every
+   validator: validators archiving into the same bucket write the same bytes
+   under the same key, or segments with other bounds);
+4. the cosigned checkpoint, immutably under ``checkpoints/<N>`` and as the
+   latest ``checkpoint`` (replaced only by a larger checkpoint whose tree
+   contains the stored one: its root is recomputed from this node's tiles).
+
+Every object except ``checkpoint`` is immutable and uploaded with
+``If-None-Match: *`` (trustchain.infra.s3archive), so rounds are idempotent:
+after a crash or a failed round the next one simply uploads again.
+
+Durability modes (``[archive] mode``):
+
+- ``both`` (default): `Archiver.durable` holds each issuance answer until a
+  checkpoint covering its leaf is archived in *every* region.  An acknowledged
+  certificate is therefore in both regions (RPO 0).  If a region stays down,
+  issuance answers 503 ``not_archived`` after ``wait_timeout`` seconds; the
+  certificate is committed (and archived once the region is back) but was never
+  acknowledged.
+- ``local``: the answer waits for the first region listed (the local one) only;
+  the others catch up, and their lag (entries) is a metric.
+
+Either way reads (status, CT, DNS) go on, rounds to a failing region are
+retried with backoff for ever, and ``trustchain_archive_region_up`` drops to 0
+(the alarm metric).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+import msgpack
+import trio
+
+from trustchain.ct.checkpoint import Checkpoint, CheckpointError, parse_checkpoint
+from trustchain.ct.note import NoteError, parse_note
+from trustchain.ct.tiles import (
+    DATA,
+    TILE_WIDTH,
+    TileID,
+    TreeEdge,
+    edge_widths,
+    full_tiles,
+    parse_data_tile,
+)
+from trustchain.infra.s3archive import ArchiveConflict, ArchiveError, Latest, S3Archive, s3_client
+from trustchain.node.config import ConfigError, Key, check_table
+from trustchain.node.log import EventLogger
+
+Mode = Literal["both", "local"]
+HASH_SIZE = 32
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegionSettings:
+    """One region's bucket."""
+
+    name: str
+    """AWS region (us-west-2)."""
+    bucket: str
+    """The CT archive bucket (``trustchain infra buckets`` prints it)."""
+    endpoint: str | None = None
+    """S3 endpoint URL (a moto server locally); None: AWS's."""
+    ca_bundle: str | None = None
+    """PEM file the endpoint's TLS certificate chains to; None: the system's."""
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """The ``[archive]`` table of node.toml."""
+
+    regions: tuple[RegionSettings, ...]
+    """Local region first."""
+    prefix: str = ""
+    """Key prefix inside each bucket (one log per prefix)."""
+    mode: Mode = "both"
+    """``both`` or ``local`` (module docstring)."""
+    wait_timeout: float = 10.0
+    """Seconds an issuance answer waits for the archive before 503 ``not_archived``."""
+
+
+def _regions(value: Any) -> tuple[RegionSettings, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("expected one or more [[archive.regions]] tables")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ValueError("expected [[archive.regions]] tables")
+        v = check_table("", item, _REGION_KEYS, f"archive.regions[{i}]")
+        out.append(RegionSettings(v["name"], v["bucket"], v["endpoint"], v["ca_bundle"]))
+    if len({r.name for r in out}) != len(out):
+        raise ValueError("each region may be listed once")
+    return tuple(out)
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+_REGION_KEYS = {
+    "name": Key(_str, required=True),
+    "bucket": Key(_str, required=True),
+    "endpoint": Key(_str, default=None),
+    "ca_bundle": Key(_str, default=None),
+}
+
+
+def _mode(value: Any) -> Mode:
+    if value not in ("both", "local"):
+        raise ValueError(f"expected 'both' or 'local', got {value!r}")
+    return "both" if value == "both" else "local"
+
+
+def _timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 600:
+        raise ValueError(f"expected seconds in (0, 600], got {value!r}")
+    return float(value)
+
+
+_ARCHIVE_KEYS = {
+    "regions": Key(_regions, required=True),
+    "prefix": Key(lambda v: "" if v == "" else _str(v), default=""),
+    "mode": Key(_mode, default="both"),
+    "wait_timeout": Key(_timeout, default=10.0),
+}
+
+
+def parse_archive_section(source: str, table: Mapping[str, Any], base: Path) -> ArchiveSettings:
+    """Check an ``[archive]`` table; raises ConfigError naming `source` and the key."""
+    try:
+        values = check_table(source, table, _ARCHIVE_KEYS, "archive")
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(": : ", ": ")) from None
+    regions = tuple(
+        RegionSettings(
+            r.name,
+            r.bucket,
+            r.endpoint,
+            None if r.ca_bundle is None else str((base / r.ca_bundle).resolve()),
+        )
+        for r in values["regions"]
+    )
+    return ArchiveSettings(regions, values["prefix"], values["mode"], values["wait_timeout"])
+
+
+# --- reading the CT store (pure file reads; no locks needed: tiles are immutable) ---------
+
+
+def read_tile(ct_dir: Path, tile: TileID) -> bytes:
+    """The bytes of `tile` from a tlog-tiles directory.
+
+    A partial tile the store already replaced by a wider (or full) one is cut from
+    that one: a tile's first W entries never change (C2SP tlog-tiles).
+    Raises FileNotFoundError if neither exists.
+    """
+    path = ct_dir / tile.path()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    base = ct_dir / TileID(tile.level, tile.index, TILE_WIDTH).path()
+    partials = base.with_name(base.name + ".p")
+    candidates = [(base, TILE_WIDTH)]
+    if partials.is_dir():
+        widths = sorted((int(p.name) for p in partials.iterdir() if p.name.isdigit()), reverse=True)
+        candidates += [(partials / str(w), w) for w in widths if w >= tile.width]
+    for wider, width in candidates:
+        try:
+            data = wider.read_bytes()
+        except FileNotFoundError:
+            continue
+        if tile.level != DATA:
+            return data[: tile.width * HASH_SIZE]
+        return b"".join(leaf.encode() for leaf in parse_data_tile(data, width)[: tile.width])
+    raise FileNotFoundError(f"{tile.path()}: missing from {ct_dir}")
+
+
+def tiles_between(old: int, new: int) -> list[TileID]:
+    """Tiles of the tree of size `new` that the tree of size `old` did not have in full.
+
+    Tiles are immutable, so only these need uploading once `old` is archived.
+    """
+    out: list[TileID] = []
+    for level, width in enumerate(edge_widths(new)):
+        for lv in [level, DATA] if level == 0 else [level]:
+            first = full_tiles(old, lv)
+            out.extend(TileID(lv, i, TILE_WIDTH) for i in range(first, full_tiles(new, lv)))
+            if width:
+                out.append(TileID(lv, full_tiles(new, lv), width))
+    return out
+
+
+def tree_root(size: int, read: Callable[[TileID], bytes]) -> bytes:
+    """The RFC 6962 root of the tree of `size` leaves, from its edge tiles."""
+    return TreeEdge.load(size, read).root()
+
+
+def note_checkpoint(note: bytes) -> Checkpoint:
+    """The checkpoint of a signed note (raises CheckpointError)."""
+    try:
+        return parse_checkpoint(parse_note(note).text)
+    except NoteError as exc:
+        raise CheckpointError(f"not a signed note: {exc}") from None
+
+
+def latest_check(new_note: bytes, root_at: Callable[[int], bytes]) -> Callable[[bytes], Latest]:
+    """The `check` of `S3Archive.put_latest` for a checkpoint: replace the stored one
+    only by a larger one whose tree contains it (its root at the stored size, from our
+    tiles, is the stored root), or by the same checkpoint with more signatures."""
+    new = note_checkpoint(new_note)
+
+    def check(stored_note: bytes) -> Latest:
+        try:
+            stored = note_checkpoint(stored_note)
+        except CheckpointError as exc:
+            raise ArchiveConflict(f"the stored checkpoint is unreadable ({exc})") from None
+        if stored.origin != new.origin:
+            raise ArchiveConflict(
+                f"the stored checkpoint is for log {stored.origin!r}, not {new.origin!r}"
+            )
+        if stored.size > new.size:
+            return "kept"
+        if root_at(stored.size) != stored.root_hash:
+            raise ArchiveConflict(
+                f"the stored checkpoint (size {stored.size}) is not consistent with this "
+                f"node's log: the log forked or the bucket holds another log"
+            )
+        if stored.size == new.size:
+            more = len(parse_note(new_note).signatures) > len(parse_note(stored_note).signatures)
+            return "replaced" if more else "kept"
+        return "replaced"
+
+    return check
+
+
+def same_text(note: bytes) -> Callable[[bytes], bool]:
+    """`put_immutable`'s `same` for ``checkpoints/<size>``: the same checkpoint text
+    (the set of cosignatures may differ between validators)."""
+    text = parse_note(note).text
+
+    def same(stored: bytes) -> bool:
+        try:
+            return parse_note(stored).text == text
+        except NoteError:
+            return False
+
+    return same
+
+
+def state_key(first: int, last: int) -> str:
+    """The key of the state segment holding blocks `first`..`last` (lexical = numeric order)."""
+    return f"state/{first:020d}-{last:020d}"
+
+
+def read_blocks(state_db: Path, after: int, limit: int = 4096) -> list[tuple[int, bytes]]:
+    """Committed blocks above height `after` from ``state.db`` (read-only)."""
+    if not state_db.exists():
+        return []
+    db = sqlite3.connect(f"file:{state_db}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT height, b FROM blocks WHERE height > ? ORDER BY height LIMIT ?",
+            (after, limit),
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return []  # the table is not there yet
+    finally:
+        db.close()
+    return [(int(h), bytes(b)) for h, b in rows]
+
+
+# --- one region ---------------------------------------------------------------------------
+
+
+@dataclass
+class RegionState:
+    """What one region holds, as far as this node knows."""
+
+    settings: RegionSettings
+    """The region."""
+    archive: S3Archive
+    """Its bucket."""
+    size: int = -1
+    """Size of the latest checkpoint this node archived there (-1: none yet)."""
+    height: int = 0
+    """Highest block archived under ``state/``."""
+    issuers: set[str] = field(default_factory=set)
+    """Issuer keys uploaded."""
+    up: bool = True
+    """False while rounds fail (the alarm)."""
+    errors: int = 0
+    """Failed rounds."""
+    objects: int = 0
+    """Objects uploaded (created, not already there)."""
+    changed: trio.Event = field(default_factory=trio.Event)
+    """Set (and replaced) whenever `size` advances."""
+
+
+def archive_round(ct_dir: Path, state_db: Path, region: RegionState, note: bytes) -> int:
+    """One upload round to one region (blocking: runs in a worker thread).
+
+    Returns the archived size.  Raises ArchiveError (the caller retries later) or
+    ArchiveConflict (the region holds data inconsistent with this log).
+    """
+    cp = note_checkpoint(note)
+    a = region.archive
+    issuer_dir = ct_dir / "issuer"
+    if issuer_dir.is_dir():
+        for path in sorted(issuer_dir.iterdir()):
+            key = f"issuer/{path.name}"
+            if path.name.startswith(".") or key in region.issuers:
+                continue
+            if a.put_immutable(key, path.read_bytes()) == "created":
+                region.objects += 1
+            region.issuers.add(key)
+    for tile in tiles_between(max(region.size, 0), cp.size):
+        if a.put_immutable(tile.path(), read_tile(ct_dir, tile)) == "created":
+            region.objects += 1
+    blocks = read_blocks(state_db, region.height)
+    if blocks:
+        # One object per round: blocks (height, state.db bytes) since the last round.
+        first, last = blocks[0][0], blocks[-1][0]
+        body = msgpack.packb([[h, b] for h, b in blocks], use_bin_type=True)
+        if a.put_immutable(state_key(first, last), body) == "created":
+            region.objects += 1
+        region.height = last
+
+    def root_at(size: int) -> bytes:
+        if size > cp.size:
+            raise ArchiveConflict(f"size {size} is beyond {cp.size}")
+        return tree_root(size, lambda t: read_tile(ct_dir, t))
+
+    if a.put_immutable(f"checkpoints/{cp.size}", note, same=same_text(note)) == "created":
+        region.objects += 1
+    a.put_latest("checkpoint", note, latest_check(note, root_at))
+    return cp.size
+
+
+# --- the driver ---------------------------------------------------------------------------
+
+
+class Archiver:
+    """Uploads the node's committed data to every region; holds issuance answers in mode both.
+
+    `cosigned` returns the node's latest cosigned checkpoint (signed note) or None.
+    Runs in the node's trio thread; S3 calls run in worker threads, one per region.
+    """
+
+    def __init__(
+        self,
+        settings: ArchiveSettings,
+        data_dir: Path,
+        cosigned: Callable[[], bytes | None],
+        log: EventLogger,
+        *,
+        clients: Mapping[str, Any] | None = None,
+        poll: float = 0.005,
+    ) -> None:
+        self.settings = settings
+        self.ct_dir = data_dir / "ct"
+        self.state_db = data_dir / "state.db"
+        self.cosigned = cosigned
+        self.log = log
+        self.poll = poll
+        self.regions: list[RegionState] = []
+        for r in settings.regions:
+            client = (clients or {}).get(r.name) or s3_client(
+                r.name, r.endpoint, ca_bundle=r.ca_bundle
+            )
+            self.regions.append(RegionState(r, S3Archive(client, r.bucket, settings.prefix)))
+        self.latest_size = -1
+        """Size of the newest cosigned checkpoint seen."""
+
+    # --- answers --------------------------------------------------------------------------
+
+    def _waited_for(self) -> list[RegionState]:
+        return self.regions if self.settings.mode == "both" else self.regions[:1]
+
+    async def wait_archived(self, size: int, timeout: float) -> bool:
+        """True once a checkpoint of at least `size` entries is archived in every region
+        the mode waits for; False after `timeout` seconds."""
+        with trio.move_on_after(timeout):
+            for region in self._waited_for():
+                while region.size < size:
+                    await region.changed.wait()
+            return True
+        return False
+
+    def durable(self, issue: F) -> F:
+        """Wrap `NodeApp.issue`: the answer comes once the archive holds its leaf."""
+        from trustchain.node.app import RequestRefused
+
+        async def issue_durably(*args: Any, **kwargs: Any) -> Any:
+            result = await issue(*args, **kwargs)
+            if not await self.wait_archived(result.leaf_index + 1, self.settings.wait_timeout):
+                waiting = [
+                    r.settings.name for r in self._waited_for() if r.size <= result.leaf_index
+                ]
+                raise RequestRefused(
+                    "not_archived",
+                    f"certificate {result.leaf_index} is committed but not yet archived in "
+                    f"{', '.join(waiting)} (durability mode {self.settings.mode}); it is not "
+                    "acknowledged: check its status later or retry",
+                    503,
+                )
+            return result
+
+        return cast(F, issue_durably)
+
+    # --- tasks ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for region in self.regions:
+                nursery.start_soon(self._region_loop, region)
+            task_status.started()
+
+    async def _region_loop(self, region: RegionState) -> None:
+        name = region.settings.name
+        delay = 0.1
+        while True:
+            note = self.cosigned()
+            if note is None:
+                await trio.sleep(self.poll)
+                continue
+            try:
+                size = note_checkpoint(note).size
+            except CheckpointError:
+                await trio.sleep(self.poll)
+                continue
+            self.latest_size = max(self.latest_size, size)
+            if size <= region.size:
+                await trio.sleep(self.poll)
+                continue
+            started = time.monotonic()
+            try:
+                archived = await trio.to_thread.run_sync(
+                    archive_round, self.ct_dir, self.state_db, region, note, abandon_on_cancel=True
+                )
+            except ArchiveConflict as exc:
+                region.up, region.errors = False, region.errors + 1
+                self.log.error("archive.conflict", region=name, error=str(exc))
+                await trio.sleep(30)
+                continue
+            except (ArchiveError, OSError, CheckpointError, ValueError) as exc:
+                region.errors += 1
+                if region.up:
+                    self.log.warning("archive.region_down", region=name, error=str(exc))
+                region.up = False
+                await trio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if not region.up:
+                self.log.info("archive.region_up", region=name, size=archived)
+            region.up, delay = True, 0.1
+            region.size = archived
+            region.changed.set()
+            region.changed = trio.Event()
+            self.log.debug(
+                "archive.round", region=name, size=archived, height=region.height,
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )  # fmt: skip
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    def lag(self, region: RegionState) -> int:
+        """Entries cosigned here but not yet archived in `region`."""
+        return max(0, self.latest_size - max(region.size, 0))
+
+    def prometheus(self) -> str:
+        """Prometheus text for the archive (append to the node's /metrics)."""
+        lines = [
+            "# HELP trustchain_archive_lag_entries Cosigned log entries not yet in the region.",
+            "# TYPE trustchain_archive_lag_entries gauge",
+        ]
+        for r in self.regions:
+            lines.append(
+                f'trustchain_archive_lag_entries{{region="{r.settings.name}"}} {self.lag(r)}'
+            )
+        lines += [
+            "# HELP trustchain_archive_region_up 0 while uploads to the region fail (alarm).",
+            "# TYPE trustchain_archive_region_up gauge",
+        ]
+        for r in self.regions:
+            lines.append(f'trustchain_archive_region_up{{region="{r.settings.name}"}} {int(r.up)}')
+        lines += [
+            "# HELP trustchain_archive_objects_total Objects uploaded to the region.",
+            "# TYPE trustchain_archive_objects_total counter",
+        ]
+        for r in self.regions:
+            lines.append(
+                f'trustchain_archive_objects_total{{region="{r.settings.name}"}} {r.objects}'
+            )
+        return "\n".join(lines) + "\n"
+
+    def cloudwatch_data(self, now: float) -> list[dict[str, Any]]:
+        """Archive lag and region alarm as CloudWatch MetricData (namespace TrustChain/CA)."""
+        import datetime as dt
+
+        stamp = dt.datetime.fromtimestamp(now, dt.UTC)
+        data: list[dict[str, Any]] = []
+        for r in self.regions:
+            dims = [{"Name": "Region", "Value": r.settings.name}]
+            data.append(
+                {"MetricName": "ArchiveLag", "Dimensions": dims, "Timestamp": stamp,
+                 "Value": float(self.lag(r)), "Unit": "Count"}
+            )  # fmt: skip
+            data.append(
+                {"MetricName": "ArchiveRegionUp", "Dimensions": dims, "Timestamp": stamp,
+                 "Value": float(r.up), "Unit": "None"}
+            )  # fmt: skip
+        return data
+
+
+def issuer_key(der: bytes) -> str:
+    return f"issuer/{hashlib.sha256(der).hexdigest()}"

@@ -1,0 +1,317 @@
+"""`trustchain restore`: rebuild a node's log and state from one region's archive.
+
+Nothing is trusted because it is in the bucket.  In order:
+
+1. the latest ``checkpoint`` must be cosigned by validators holding more than
+   2/3 of the genesis power (their CT log keys from genesis ``[ca]``);
+2. it must not be rolled back: no archived ``checkpoints/<size>`` is larger,
+   and it must not be smaller than a checkpoint already in DIR;
+3. every tile of its tree is downloaded and checked: each full hash tile hashes
+   to its entry one level up, the edge hashes to the checkpoint's root, every
+   entry bundle matches its level-0 hashes, every issuer certificate its
+   SHA-256 name; every archived checkpoint up to that size must have the root
+   these tiles give (no fork in the history);
+4. the committed blocks (``state/<height>``) are replayed through the state
+   machine from genesis: each block must extend the state before it (its state
+   commitment is the log size and root after its parent), and the log the
+   replay ends with must be the checkpoint's tree.
+
+Only then is anything written: DIR/ct/ (tiles, issuers, ``checkpoint`` and
+``cosigned-checkpoint``) and DIR/state.db.  A failed check raises
+`RestoreError` naming the object and what is wrong; DIR is left as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+from trustchain.consensus.messages import Block, genesis_block
+from trustchain.ct import merkle
+from trustchain.ct.checkpoint import (
+    CheckpointError,
+    RFC6962NoteVerifier,
+    Voter,
+    verify_cosigned,
+)
+from trustchain.ct.tiles import (
+    DATA,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    TileID,
+    TreeEdge,
+    full_tiles,
+    parse_data_tile,
+    split_hashes,
+    tiles_of,
+)
+from trustchain.infra.s3archive import S3Archive
+from trustchain.node.archive import note_checkpoint
+
+Progress = Callable[[str], None]
+
+
+class RestoreError(Exception):
+    """The archive is incomplete, damaged or not this chain's; the message says which object."""
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """What a restore verified and wrote."""
+
+    size: int
+    """Entries in the restored log."""
+    height: int
+    """Committed blocks restored."""
+    signers: tuple[str, ...]
+    """Validators whose signatures on the checkpoint verified."""
+    tiles: int
+    """Tiles downloaded and verified."""
+    seconds: float
+    """Wall time of the restore."""
+
+
+def _block_from(data: bytes) -> Block:
+    # The encoding of trustchain.node.app.AppliedStore (state.db rows).
+    rnd, height, timestamp, state, payload = msgpack.unpackb(data, raw=False)
+    qc = genesis_block("", b"").qc
+    return Block(rnd, height, b"", qc, timestamp, state, tuple(payload), "")
+
+
+def restore(
+    archive: S3Archive,
+    genesis_path: Path,
+    directory: Path,
+    *,
+    progress: Progress = lambda text: None,
+    workers: int = 16,
+) -> RestoreReport:
+    """Verify one region's archive and write it into the node directory `directory`."""
+    from trustchain.node.app import AppliedStore
+    from trustchain.node.ca.genesis import load_ca_genesis
+    from trustchain.node.config import load_genesis
+    from trustchain.node.consensus_driver import validator_set
+    from trustchain.node.state import ReplicatedState
+
+    started = time.monotonic()
+    genesis = load_genesis(genesis_path)
+    ca = load_ca_genesis(genesis_path)
+    origin = f"{genesis.chain_id}.ct.trustchain"
+    voters = [
+        Voter(v.name, RFC6962NoteVerifier(origin, v.log_key), v.power)
+        for v in ca.validators
+        if v.log_key is not None
+    ]
+    where = f"{archive.region}: s3://{archive.bucket}/{archive.prefix}"
+
+    # 1. the checkpoint and its quorum
+    note = archive.get("checkpoint")
+    if note is None:
+        raise RestoreError(f"{where}checkpoint: missing; nothing was archived under this prefix")
+    try:
+        cosigned = verify_cosigned(note, voters, origin=origin)
+    except CheckpointError as exc:
+        raise RestoreError(f"{where}checkpoint: {exc}") from None
+    cp = cosigned.checkpoint
+    progress(f"checkpoint: {cp.size} entries, cosigned by {', '.join(cosigned.signers)}")
+
+    # 2. rollback
+    history = sorted(
+        int(k.split("/", 1)[1])
+        for k in archive.keys("checkpoints/")
+        if k.split("/", 1)[1].isdigit()
+    )
+    if history and history[-1] > cp.size:
+        raise RestoreError(
+            f"{where}checkpoint: rolled back: it has {cp.size} entries but "
+            f"checkpoints/{history[-1]} was archived; the bucket was tampered with or an "
+            "old version restored"
+        )
+    local = directory / "ct" / "cosigned-checkpoint"
+    if local.exists():
+        have = note_checkpoint(local.read_bytes()).size
+        if have > cp.size:
+            raise RestoreError(
+                f"{where}checkpoint: rolled back: it has {cp.size} entries, {local} has {have}"
+            )
+
+    # 3. tiles
+    wanted = tiles_of(cp.size)
+    progress(f"downloading {len(wanted)} tiles")
+
+    def fetch(key: str) -> tuple[str, bytes | None]:
+        return key, archive.get(key)
+
+    with ThreadPoolExecutor(workers) as pool:
+        got = dict(pool.map(fetch, [t.path() for t in wanted]))
+    tiles: dict[TileID, bytes] = {}
+    for t in wanted:
+        data = got[t.path()]
+        if data is None:
+            raise RestoreError(f"{where}{t.path()}: tile is missing")
+        if t.level != DATA and len(data) != t.width * 32:
+            raise RestoreError(f"{where}{t.path()}: {len(data)} bytes, expected {t.width * 32}")
+        tiles[t] = data
+
+    def read(t: TileID) -> bytes:
+        return tiles[t]
+
+    try:
+        edge = TreeEdge.load(cp.size, read)
+    except ValueError as exc:
+        raise RestoreError(f"{where}: damaged edge tile: {exc}") from None
+    if edge.root() != cp.root_hash:
+        raise RestoreError(
+            f"{where}tile/: the root of the archived tiles is not the checkpoint's "
+            "(a corrupted edge tile)"
+        )
+    issuers: set[bytes] = set()
+    for t, data in tiles.items():
+        if t.level == DATA:
+            hashes = split_hashes(tiles[TileID(0, t.index, t.width)], t.width)
+            try:
+                leaves = parse_data_tile(data, t.width)
+            except ValueError as exc:
+                raise RestoreError(f"{where}{t.path()}: {exc}") from None
+            for i, leaf in enumerate(leaves):
+                if leaf.leaf_hash() != hashes[i]:
+                    raise RestoreError(
+                        f"{where}{t.path()}: entry {t.index * TILE_WIDTH + i} does not match "
+                        "its leaf hash (corrupted entry bundle)"
+                    )
+                issuers.update(leaf.chain)
+            continue
+        if not t.full:
+            continue  # partial tiles are the edge, checked through the root above
+        parent_level, parent_index = t.level + 1, t.index >> TILE_HEIGHT
+        if parent_index < full_tiles(cp.size, parent_level):
+            parent = split_hashes(tiles[TileID(parent_level, parent_index, TILE_WIDTH)], TILE_WIDTH)
+        else:
+            parent = edge.partial[parent_level]
+        expect = parent[t.index % TILE_WIDTH]
+        if merkle.root_of(split_hashes(data, TILE_WIDTH)) != expect:
+            raise RestoreError(
+                f"{where}{t.path()}: hashes do not match the level {parent_level} tile above "
+                "(corrupted tile)"
+            )
+    issuer_der: dict[bytes, bytes] = {}
+    for fp in sorted(issuers):
+        der = archive.get(f"issuer/{fp.hex()}")
+        if der is None:
+            raise RestoreError(f"{where}issuer/{fp.hex()}: missing, but entries refer to it")
+        if hashlib.sha256(der).digest() != fp:
+            raise RestoreError(f"{where}issuer/{fp.hex()}: content does not match its name")
+        issuer_der[fp] = der
+    for size in history:
+        old = archive.get(f"checkpoints/{size}")
+        if old is None or size == 0:
+            continue
+        try:
+            old_cp = note_checkpoint(old)
+        except CheckpointError as exc:
+            raise RestoreError(f"{where}checkpoints/{size}: {exc}") from None
+        if TreeEdge.load(size, lambda t: _prefix(tiles, t)).root() != old_cp.root_hash:
+            raise RestoreError(
+                f"{where}checkpoints/{size}: not consistent with the latest checkpoint "
+                "(the log forked)"
+            )
+    progress(f"tiles verified against the root ({len(tiles)} tiles, {len(issuers)} issuers)")
+
+    # 4. the replicated state
+    segments: dict[int, list[tuple[int, str]]] = {}
+    for key in archive.keys("state/"):
+        try:
+            first, last = (int(x) for x in key.split("/", 1)[1].split("-"))
+        except ValueError:
+            continue
+        segments.setdefault(first, []).append((last, key))
+    chain: list[str] = []
+    height = 0
+    while height + 1 in segments:
+        last, key = max(segments[height + 1])
+        chain.append(key)
+        height = last
+    with ThreadPoolExecutor(workers) as pool:
+        raw_segments = list(pool.map(fetch, chain))
+    raw_blocks: list[tuple[str, bytes | None]] = []
+    for key, body in raw_segments:
+        if body is None:
+            raise RestoreError(f"{where}{key}: vanished while restoring")
+        try:
+            rows = msgpack.unpackb(body, raw=False)
+            raw_blocks += [(f"{key} (block {int(h)})", bytes(b)) for h, b in rows]
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise RestoreError(f"{where}{key}: not a state segment: {exc}") from None
+    state = ReplicatedState(genesis, ca, validator_set(genesis))
+    blocks: list[Block] = []
+    for key, data in raw_blocks:
+        if data is None:
+            raise RestoreError(f"{where}{key}: vanished while restoring")
+        try:
+            block = _block_from(data)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise RestoreError(f"{where}{key}: not a block: {exc}") from None
+        if block.height != state.height + 1:
+            raise RestoreError(f"{where}state/{state.height + 1:020d}: missing (found {key} next)")
+        size, root = state.edge.size, state.edge.root()
+        try:
+            state.apply(block)
+        except ValueError as exc:
+            raise RestoreError(f"{where}{key}: {exc}") from None
+        if state.edge.size > cp.size:
+            break  # beyond the cosigned checkpoint: the node gets it from peers
+        size, root = state.edge.size, state.edge.root()
+        blocks.append(block)
+    if size != cp.size or root != cp.root_hash:
+        raise RestoreError(
+            f"{where}state/: the replayed blocks give a log of {size} entries, "
+            f"not the checkpoint's {cp.size} (missing or damaged state objects)"
+        )
+    progress(f"state verified: {len(blocks)} blocks replayed")
+
+    # write: into a staging directory, then moved into place
+    stage = directory / ".restore"
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / "ct").mkdir(parents=True)
+    for t, data in tiles.items():
+        path = stage / "ct" / t.path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (stage / "ct" / "issuer").mkdir(exist_ok=True)
+    for fp, der in issuer_der.items():
+        (stage / "ct" / "issuer" / fp.hex()).write_bytes(der)
+    (stage / "ct" / "checkpoint").write_bytes(note)
+    (stage / "ct" / "cosigned-checkpoint").write_bytes(note)
+    store = AppliedStore(stage / "state.db")
+    try:
+        store.add_many(blocks)
+    finally:
+        store.close()
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("ct", "state.db"):
+        target = directory / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        os.replace(stage / name, target)
+    shutil.rmtree(stage, ignore_errors=True)
+    height = blocks[-1].height if blocks else 0
+    return RestoreReport(cp.size, height, cosigned.signers, len(tiles), time.monotonic() - started)
+
+
+def _prefix(tiles: dict[TileID, bytes], t: TileID) -> bytes:
+    """Tile `t` of a smaller tree, cut from the restored tree's tile at that place."""
+    for width in (TILE_WIDTH, *range(TILE_WIDTH - 1, t.width - 1, -1)):
+        have = tiles.get(TileID(t.level, t.index, width))
+        if have is not None:
+            return have[: t.width * 32]
+    raise KeyError(t.path())
