@@ -659,7 +659,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     crls = [_read(path, "CRL") for path in args.crl]
-    now = _now()
+    # The exact time: an SCT made earlier in this very second must not look as if it
+    # came from the future (issuance rounds times to the second; verification must not).
+    now = dt.datetime.now(dt.UTC)
     if args.at:
         try:
             now = dt.datetime.fromisoformat(args.at)
