@@ -364,11 +364,21 @@ async def issue_sct(
     return SignedCertificateTimestamp(lid, timestamp, extensions, ds)
 
 
-def verify_sct(sct: SignedCertificateTimestamp, entry: LogEntry, public_key: PublicKey) -> None:
-    """Raise SCTError unless ``sct`` is the log's signature over ``entry``."""
+def verify_sct(
+    sct: SignedCertificateTimestamp,
+    entry: LogEntry,
+    public_key: PublicKey,
+    *,
+    key_log_id: bytes | None = None,
+) -> None:
+    """Raise SCTError unless ``sct`` is the log's signature over ``entry``.
+
+    ``key_log_id`` is ``log_id(public_key)`` when the caller already has it (it
+    costs a key serialisation and a hash per call otherwise).
+    """
     if sct.version != V1:
         raise SCTError(f"SCT version {sct.version} is not v1")
-    if sct.log_id != log_id(public_key):
+    if sct.log_id != (key_log_id if key_log_id is not None else log_id(public_key)):
         raise SCTError("SCT log id does not match the log's key")
     _verify(public_key, sct.signature, sct_signed_data(sct.timestamp, entry, sct.extensions), "SCT")
 

@@ -346,7 +346,7 @@ def select_scts(
             rejected.append((i, f"a second SCT from validator {validator.name} (each counts once)"))
             continue
         try:
-            verify_sct(sct, entry, validator.log_key)
+            verify_sct(sct, entry, validator.log_key, key_log_id=sct.log_id)  # found by that log id
         except SCTError as exc:
             rejected.append((i, f"SCT from validator {validator.name}: {exc}"))
             continue

@@ -356,7 +356,9 @@ class Verifier:
                 return None
             seen[validator.name] = i
             try:
-                verify_sct(sct, entry, validator.log_key)
+                verify_sct(
+                    sct, entry, validator.log_key, key_log_id=sct.log_id
+                )  # found by that log id
             except SCTError as exc:
                 report.failed("scts", f"SCT {i} from validator {validator.name}: {exc}")
                 return None
