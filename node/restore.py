@@ -42,12 +42,16 @@ from trustchain.ct.checkpoint import (
     Voter,
     verify_cosigned,
 )
+from trustchain.ct.merkle import HASH_SIZE
+from trustchain.ct.precert import precert_tbs
 from trustchain.ct.tiles import (
     DATA,
     TILE_HEIGHT,
     TILE_WIDTH,
     TileID,
+    TileLeaf,
     TreeEdge,
+    edge_widths,
     full_tiles,
     parse_data_tile,
     split_hashes,
@@ -167,13 +171,21 @@ def restore(
     try:
         edge = TreeEdge.load(cp.size, read)
     except ValueError as exc:
-        raise RestoreError(f"{where}: damaged edge tile: {exc}") from None
+        raise RestoreError(f"{where}{exc} (a corrupted edge tile)") from None
     if edge.root() != cp.root_hash:
+        edge_tiles = [
+            TileID(level, full_tiles(cp.size, level), width).path()
+            for level, width in enumerate(edge_widths(cp.size))
+            if width
+        ]
         raise RestoreError(
-            f"{where}tile/: the root of the archived tiles is not the checkpoint's "
-            "(a corrupted edge tile)"
+            f"{where}{', '.join(edge_tiles)}: these edge tiles do not hash to the "
+            "checkpoint's root (a corrupted tile)"
         )
     issuers: set[bytes] = set()
+    # Precert entries that may have been signed by a Precertificate Signing Certificate
+    # (checked once the issuers are downloaded).
+    by_psc: list[tuple[TileID, int, TileLeaf]] = []
     for t, data in tiles.items():
         if t.level == DATA:
             hashes = split_hashes(tiles[TileID(0, t.index, t.width)], t.width)
@@ -187,6 +199,13 @@ def restore(
                         f"{where}{t.path()}: entry {t.index * TILE_WIDTH + i} does not match "
                         "its leaf hash (corrupted entry bundle)"
                     )
+                # The submitted precertificate is not under the leaf hash (static-ct-api
+                # PreCertExtraData): it must at least yield the logged TBSCertificate
+                # (RFC 6962 section 3.2), or a corrupted one would be served.
+                if leaf.pre_certificate and not _precert_matches(leaf, None):
+                    if len(leaf.chain) < 2:
+                        raise _bad_precert(where, t, t.index * TILE_WIDTH + i)
+                    by_psc.append((t, t.index * TILE_WIDTH + i, leaf))
                 issuers.update(leaf.chain)
             continue
         if not t.full:
@@ -210,6 +229,9 @@ def restore(
         if hashlib.sha256(der).digest() != fp:
             raise RestoreError(f"{where}issuer/{fp.hex()}: content does not match its name")
         issuer_der[fp] = der
+    for t, index, leaf in by_psc:
+        if not _precert_matches(leaf, issuer_der[leaf.chain[0]]):
+            raise _bad_precert(where, t, index)
     for size in history:
         old = archive.get(f"checkpoints/{size}")
         if old is None or size == 0:
@@ -218,7 +240,13 @@ def restore(
             old_cp = note_checkpoint(old)
         except CheckpointError as exc:
             raise RestoreError(f"{where}checkpoints/{size}: {exc}") from None
-        if TreeEdge.load(size, lambda t: _prefix(tiles, t)).root() != old_cp.root_hash:
+        try:
+            old_root = TreeEdge.load(size, lambda t: _prefix(tiles, t)).root()
+        except (ValueError, KeyError) as exc:
+            raise RestoreError(
+                f"{where}checkpoints/{size}: cannot rebuild its tree: {exc}"
+            ) from None
+        if old_root != old_cp.root_hash:
             raise RestoreError(
                 f"{where}checkpoints/{size}: not consistent with the latest checkpoint "
                 "(the log forked)"
@@ -308,10 +336,36 @@ def restore(
     return RestoreReport(cp.size, height, cosigned.signers, len(tiles), time.monotonic() - started)
 
 
+def _precert_matches(leaf: TileLeaf, psc: bytes | None) -> bool:
+    """The precertificate, poison removed (and the issuer fields of the Precertificate
+    Signing Certificate `psc` put in, if one signed it), is the entry's TBSCertificate."""
+    try:
+        return precert_tbs(leaf.pre_certificate, psc) == leaf.entry.entry.certificate
+    except ValueError:
+        return False
+
+
+def _bad_precert(where: str, t: TileID, index: int) -> RestoreError:
+    return RestoreError(
+        f"{where}{t.path()}: entry {index}: its pre_certificate does not yield the logged "
+        "TBSCertificate (corrupted entry bundle)"
+    )
+
+
 def _prefix(tiles: dict[TileID, bytes], t: TileID) -> bytes:
-    """Tile `t` of a smaller tree, cut from the restored tree's tile at that place."""
+    """Tile `t` of a smaller tree, cut from the restored tree's tile at that place.
+
+    A tile's first W entries never change (C2SP tlog-tiles), so the narrower tile
+    is the first W entries of the wider one: W hashes of a hash tile, but W
+    *TileLeaf structures* of an entry bundle, whose lengths vary (a precert entry
+    holds a TBSCertificate), so those are decoded and re-encoded, not cut at
+    W * 32 bytes.
+    """
     for width in (TILE_WIDTH, *range(TILE_WIDTH - 1, t.width - 1, -1)):
         have = tiles.get(TileID(t.level, t.index, width))
-        if have is not None:
-            return have[: t.width * 32]
+        if have is None:
+            continue
+        if t.level != DATA:
+            return have[: t.width * HASH_SIZE]
+        return b"".join(leaf.encode() for leaf in parse_data_tile(have, width)[: t.width])
     raise KeyError(t.path())

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from trustchain.ct.checkpoint import parse_checkpoint
-from trustchain.ct.note import parse_note
+from trustchain.ct.checkpoint import RFC6962NoteVerifier, Voter, parse_checkpoint, verify_cosigned
+from trustchain.ct.note import format_note, parse_note
+from trustchain.ct.precert import embedded_sct_entry
+from trustchain.ct.store import TreeReader, open_store, read_entries
+from trustchain.ct.tiles import DATA, TileID, parse_data_tile
+from trustchain.node.ca.genesis import load_ca_genesis
+from trustchain.node.cli import main
 from trustchain.node.cli_cert import (
     cluster_client,
     load_account,
     make_key_and_csr,
     request_certificate,
 )
+from trustchain.node.config import load_genesis
 from trustchain.node.drill import LocalRegion
 from trustchain.node.localcluster import LocalCluster, create_full_cluster
 
@@ -78,3 +90,199 @@ def test_acknowledged_certificates_are_in_both_regions(archived: Archived) -> No
         assert a.get(f"checkpoints/{parse_checkpoint(parse_note(note).text).size}") is not None
         assert any(k.startswith("tile/data/") for k in a.keys("tile/"))
         assert list(a.keys("state/"))
+
+
+# --- restore ---------------------------------------------------------------------------------
+
+_copies = itertools.count()
+
+
+def snapshot(region: LocalRegion) -> str:
+    """A copy of the cluster's archive under a fresh prefix (boto3, server-side copies), so
+    that each test may damage its own copy; returns the prefix."""
+    s3: Any = region.s3()
+    prefix = f"restore{next(_copies)}"
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=region.bucket, Prefix=PREFIX + "/")
+    for page in pages:
+        for obj in page.get("Contents", []):
+            key = prefix + obj["Key"][len(PREFIX) :]
+            source = {"Bucket": region.bucket, "Key": obj["Key"]}
+            s3.copy_object(Bucket=region.bucket, Key=key, CopySource=source)
+    return prefix
+
+
+def run_restore(
+    archived: Archived, prefix: str, target: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    region = archived.regions["us-east-1"]
+    argv = [
+        "restore", "--region", region.name, "--bucket", region.bucket,
+        "--endpoint", region.endpoint, "--ca-bundle", str(region.ca_bundle),
+        "--prefix", prefix, "--genesis", str(archived.dir / "genesis.toml"),
+        "--dir", str(target), "--json",
+    ]  # fmt: skip
+    status = main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def voters(genesis: Path) -> list[Voter]:
+    ca = load_ca_genesis(genesis)
+    origin = f"{load_genesis(genesis).chain_id}.ct.trustchain"
+    return [
+        Voter(v.name, RFC6962NoteVerifier(origin, v.log_key), v.power)
+        for v in ca.validators
+        if v.log_key is not None
+    ]
+
+
+def test_restore_from_us_east_1_rebuilds_a_verifiable_log(
+    archived: Archived, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    genesis = archived.dir / "genesis.toml"
+    target = tmp_path / "v1"
+    prefix = snapshot(archived.regions["us-east-1"])
+    status, out, err = run_restore(archived, prefix, target, capsys)
+    assert status == 0, err
+    report = json.loads(out)
+    last = max(d["leaf_index"] for d in archived.docs)
+    assert report["entries"] > last
+    assert report["height"] > 0
+
+    # The checkpoint written to DIR carries a verified quorum of the genesis validators.
+    note = (target / "ct" / "cosigned-checkpoint").read_bytes()
+    origin = f"{load_genesis(genesis).chain_id}.ct.trustchain"
+    cosigned = verify_cosigned(note, voters(genesis), origin=origin)
+    assert cosigned.checkpoint.size == report["entries"]
+    assert sorted(cosigned.signers) == sorted(report["signers"])
+    assert len(cosigned.signers) >= 3
+
+    # The restored directory is a CT store that verifies completely (every tile against
+    # the root, every entry against its leaf hash) under a signer's own key.
+    signer = next(v for v in voters(genesis) if v.label == cosigned.signers[0])
+    assert isinstance(signer.verifier, RFC6962NoteVerifier)
+    store = open_store(target / "ct", signer.verifier, check="full")
+    try:
+        assert store.edge.size == report["entries"]
+        assert store.edge.root() == cosigned.checkpoint.root_hash
+        leaves = {
+            index: leaf
+            for index, leaf in read_entries(
+                store.files, TreeReader(store.files, store.edge), 0, report["entries"] - 1
+            )
+        }
+    finally:
+        store.close()
+
+    # Every acknowledged certificate is logged at its leaf index.
+    for doc in archived.docs:
+        chain = x509.load_pem_x509_certificates(doc["certificate"].encode())
+        der = [c.public_bytes(serialization.Encoding.DER) for c in chain]
+        assert leaves[doc["leaf_index"]].entry.entry == embedded_sct_entry(der[0], der[1])
+
+    # The replayed blocks are in state.db.
+    db = sqlite3.connect(target / "state.db")
+    try:
+        assert db.execute("SELECT max(height) FROM blocks").fetchone()[0] == report["height"]
+    finally:
+        db.close()
+
+
+def damage(region: LocalRegion, key: str, change: Callable[[bytes], bytes | None]) -> None:
+    """Rewrite (or, when `change` returns None, delete) one object, as an attacker or a
+    broken disk would, with boto3."""
+    s3: Any = region.s3()
+    body = s3.get_object(Bucket=region.bucket, Key=key)["Body"].read()
+    new = change(body)
+    if new is None:
+        s3.delete_object(Bucket=region.bucket, Key=key)
+    else:
+        s3.put_object(Bucket=region.bucket, Key=key, Body=new)
+
+
+def flip(offset: int) -> Callable[[bytes], bytes]:
+    return lambda b: b[:offset] + bytes([b[offset] ^ 1]) + b[offset + 1 :]
+
+
+def archived_size(region: LocalRegion, prefix: str) -> int:
+    note = region.archive(prefix).get("checkpoint")
+    assert note is not None
+    return parse_checkpoint(parse_note(note).text).size
+
+
+def one_signature(note: bytes) -> bytes:
+    parsed = parse_note(note)
+    return format_note(parsed.text, parsed.signatures[:1])
+
+
+@pytest.mark.parametrize(
+    ("case", "expect"),
+    [
+        ("hash tile corrupted", r"tile/0/000\.p/\d+: these edge tiles do not hash"),
+        ("entry bundle corrupted", r"tile/data/000\.p/\d+: entry 0 does not match its leaf hash"),
+        ("precertificate corrupted", r"tile/data/000\.p/\d+: entry 0: its pre_certificate"),
+        ("tile missing", r"tile/0/000\.p/\d+: tile is missing"),
+        ("too few signatures", r"checkpoint: .*1 of 4"),
+        ("rolled back", r"checkpoint: rolled back: it has \d+ entries but checkpoints/\d+"),
+    ],
+)
+def test_restore_refuses_a_damaged_archive_and_writes_nothing(
+    archived: Archived,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    expect: str,
+) -> None:
+    region = archived.regions["us-east-1"]
+    prefix = snapshot(region)
+    size = archived_size(region, prefix)
+    hashes = f"{prefix}/{TileID(0, 0, size).path()}"
+    bundle = f"{prefix}/{TileID(DATA, 0, size).path()}"
+    if case == "hash tile corrupted":
+        damage(region, hashes, flip(5))
+    elif case == "entry bundle corrupted":
+        damage(region, bundle, flip(60))  # inside entry 0's TBSCertificate
+    elif case == "precertificate corrupted":
+        # pre_certificate is not under the leaf hash; it follows entry 0's
+        # TimestampedEntry and its own 3-byte length.  Byte 100 is inside its TBS.
+        data = region.archive(prefix).get(bundle[len(prefix) + 1 :])
+        assert data is not None
+        entry = parse_data_tile(data, size)[0].entry.encode()
+        damage(region, bundle, flip(len(entry) + 3 + 100))
+    elif case == "tile missing":
+        damage(region, hashes, lambda b: None)
+    elif case == "too few signatures":
+        damage(region, f"{prefix}/checkpoint", one_signature)
+    else:  # rolled back: the latest pointer replaced by an older, validly cosigned one
+        old = region.archive(prefix).get(f"checkpoints/{size - 1}")
+        assert old is not None
+        damage(region, f"{prefix}/checkpoint", lambda b: old)
+    target = tmp_path / "v1"
+    status, out, err = run_restore(archived, prefix, target, capsys)
+    assert status == 2
+    assert out == ""
+    assert re.search(r"trustchain: error: restore refused: us-east-1: s3://", err)
+    assert re.search(expect, err), err
+    assert "Traceback" not in err
+    assert not target.exists()
+
+
+def test_restore_refuses_a_checkpoint_older_than_the_one_in_dir(
+    archived: Archived, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rolled back with its history too: DIR's own checkpoint still shows it."""
+    region = archived.regions["us-east-1"]
+    target = tmp_path / "v1"
+    status, _, err = run_restore(archived, snapshot(region), target, capsys)
+    assert status == 0, err
+    before = {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    prefix = snapshot(region)
+    size = archived_size(region, prefix)
+    old = region.archive(prefix).get(f"checkpoints/{size - 1}")
+    assert old is not None
+    damage(region, f"{prefix}/checkpoint", lambda b: old)
+    damage(region, f"{prefix}/checkpoints/{size}", lambda b: None)
+    status, _, err = run_restore(archived, prefix, target, capsys)
+    assert status == 2
+    assert re.search(rf"checkpoint: rolled back: it has {size - 1} entries, .* has {size}", err)
+    assert {p: p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
