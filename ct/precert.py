@@ -79,13 +79,17 @@ class _TBS:
 
     @staticmethod
     def ext_oid(ext: bytes) -> bytes:
+        """The OID TLV that opens an Extension (read alone: the value can be long)."""
         try:
-            parts = der.elements(der.content(ext, der.SEQUENCE, "Extension"))
+            tag, start, end = der.tlv_bounds(ext, 0)
+            if tag != der.SEQUENCE or end != len(ext):
+                raise DERError("an Extension must be one SEQUENCE")
+            oid_tag, _, oid_end = der.tlv_bounds(ext, start) if start < end else (0, 0, 0)
         except DERError as exc:
             raise PrecertError(f"extension is not valid DER: {exc}") from None
-        if not parts or parts[0][0] != 0x06:
+        if oid_tag != 0x06:
             raise PrecertError("extension does not start with an OID")
-        return parts[0]
+        return ext[start:oid_end]
 
     def find(self, oid: bytes) -> list[int]:
         return [i for i, e in enumerate(self.extensions) if self.ext_oid(e) == oid]
