@@ -254,42 +254,56 @@ def restore(
     progress(f"tiles verified against the root ({len(tiles)} tiles, {len(issuers)} issuers)")
 
     # 4. the replicated state
-    segments: dict[int, list[tuple[int, str]]] = {}
+    # Every validator archives its own segments (bounds differ between validators; a
+    # committed block is the same everywhere), so segments overlap and any one
+    # validator's series may stop (it crashed).  Interval cover: at each height take,
+    # of the segments holding the next block, the one reaching furthest.
+    segments: list[tuple[int, int, str]] = []
     for key in archive.keys("state/"):
         try:
             first, last = (int(x) for x in key.split("/", 1)[1].split("-"))
         except ValueError:
             continue
-        segments.setdefault(first, []).append((last, key))
-    chain: list[str] = []
-    height = 0
-    while height + 1 in segments:
-        last, key = max(segments[height + 1])
-        chain.append(key)
-        height = last
+        if 1 <= first <= last:
+            segments.append((first, last, key))
+    segments.sort()
+    chain: list[tuple[int, str]] = []
+    height, at = 0, 0
+    while True:
+        best: tuple[int, str] | None = None
+        while at < len(segments) and segments[at][0] <= height + 1:
+            first, last, key = segments[at]
+            if last > height and (best is None or last > best[0]):
+                best = (last, key)
+            at += 1
+        if best is None:
+            break
+        chain.append((height, best[1]))
+        height = best[0]
     with ThreadPoolExecutor(workers) as pool:
-        raw_segments = list(pool.map(fetch, chain))
-    raw_blocks: list[tuple[str, bytes | None]] = []
-    for key, body in raw_segments:
+        raw_segments = list(pool.map(fetch, [key for _, key in chain]))
+    raw_blocks: list[tuple[str, bytes]] = []
+    for (after, _), (key, body) in zip(chain, raw_segments, strict=True):
         if body is None:
             raise RestoreError(f"{where}{key}: vanished while restoring")
         try:
             rows = msgpack.unpackb(body, raw=False)
-            raw_blocks += [(f"{key} (block {int(h)})", bytes(b)) for h, b in rows]
+            raw_blocks += [(f"{key} (block {int(h)})", bytes(b)) for h, b in rows if h > after]
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise RestoreError(f"{where}{key}: not a state segment: {exc}") from None
     state = ReplicatedState(genesis, ca, validator_set(genesis))
     blocks: list[Block] = []
+    size, root = state.edge.size, state.edge.root()
     for key, data in raw_blocks:
-        if data is None:
-            raise RestoreError(f"{where}{key}: vanished while restoring")
         try:
             block = _block_from(data)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise RestoreError(f"{where}{key}: not a block: {exc}") from None
         if block.height != state.height + 1:
-            raise RestoreError(f"{where}state/{state.height + 1:020d}: missing (found {key} next)")
-        size, root = state.edge.size, state.edge.root()
+            raise RestoreError(
+                f"{where}{key}: holds block {block.height} where block {state.height + 1} "
+                "belongs (a damaged state segment)"
+            )
         try:
             state.apply(block)
         except ValueError as exc:
@@ -299,9 +313,10 @@ def restore(
         size, root = state.edge.size, state.edge.root()
         blocks.append(block)
     if size != cp.size or root != cp.root_hash:
+        gap = f"; no archived state segment holds block {height + 1}" if size < cp.size else ""
         raise RestoreError(
             f"{where}state/: the replayed blocks give a log of {size} entries, "
-            f"not the checkpoint's {cp.size} (missing or damaged state objects)"
+            f"not the checkpoint's {cp.size} (missing or damaged state objects{gap})"
         )
     progress(f"state verified: {len(blocks)} blocks replayed")
 

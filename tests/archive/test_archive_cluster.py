@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +21,7 @@ from trustchain.ct.note import format_note, parse_note
 from trustchain.ct.precert import embedded_sct_entry
 from trustchain.ct.store import TreeReader, open_store, read_entries
 from trustchain.ct.tiles import DATA, TileID, parse_data_tile
+from trustchain.node.archive import state_key
 from trustchain.node.ca.genesis import load_ca_genesis
 from trustchain.node.cli import main
 from trustchain.node.cli_cert import (
@@ -286,3 +288,51 @@ def test_restore_refuses_a_checkpoint_older_than_the_one_in_dir(
     assert status == 2
     assert re.search(rf"checkpoint: rolled back: it has {size - 1} entries, .* has {size}", err)
     assert {p: p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
+
+
+def resegment(region: LocalRegion, prefix: str, bounds: list[tuple[int, int]]) -> None:
+    """Replace the copy's state segments by segments with the given bounds (as validators
+    archiving at different moments, or one that stopped, leave them)."""
+    s3: Any = region.s3()
+    a = region.archive(prefix)
+    rows: dict[int, bytes] = {}
+    for key in list(a.keys("state/")):
+        body = a.get(key)
+        assert body is not None
+        rows.update((int(h), bytes(b)) for h, b in msgpack.unpackb(body, raw=False))
+        s3.delete_object(Bucket=region.bucket, Key=f"{prefix}/{key}")
+    for first, last in bounds:
+        body = msgpack.packb([[h, rows[h]] for h in range(first, last + 1)], use_bin_type=True)
+        s3.put_object(Bucket=region.bucket, Key=f"{prefix}/{state_key(first, last)}", Body=body)
+
+
+def archived_height(region: LocalRegion, prefix: str) -> int:
+    return max(int(k.rsplit("-", 1)[1]) for k in region.archive(prefix).keys("state/"))
+
+
+def test_restore_joins_overlapping_state_segments_of_several_validators(
+    archived: Archived, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The longest first segment (1-20) leads nowhere: nothing starts at 21; 5-H does."""
+    region = archived.regions["us-east-1"]
+    prefix = snapshot(region)
+    top = archived_height(region, prefix)
+    assert top > 20
+    resegment(region, prefix, [(1, 10), (1, 20), (5, top)])
+    status, out, err = run_restore(archived, prefix, tmp_path / "v1", capsys)
+    assert status == 0, err
+    assert json.loads(out)["height"] == top
+
+
+def test_restore_refuses_a_gap_in_the_state_segments(
+    archived: Archived, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    region = archived.regions["us-east-1"]
+    prefix = snapshot(region)
+    top = archived_height(region, prefix)
+    # The first issuance is in some block; a gap before the last one loses log entries.
+    resegment(region, prefix, [(1, 1), (3, top)])
+    status, _, err = run_restore(archived, prefix, tmp_path / "v1", capsys)
+    assert status == 2
+    assert "no archived state segment holds block 2" in err, err
+    assert not (tmp_path / "v1").exists()
