@@ -51,8 +51,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
             Path(args.dir),
             progress=lambda text: None if quiet else print(f"  {text}", file=sys.stderr),
         )
-    except (RestoreError, ArchiveError, ConfigError) as exc:
-        raise UserError(f"restore refused: {exc}") from None
+    except RestoreError as exc:
+        raise UserError(
+            f"restore refused: {exc}; nothing was written to {args.dir}. Restore from the "
+            "other region's bucket, or bring back the object's previous version (the buckets "
+            "are versioned) and run restore again"
+        ) from None
+    except ArchiveError as exc:
+        raise UserError(f"restore failed: {exc}; nothing was written to {args.dir}") from None
+    except ConfigError as exc:
+        raise UserError(f"restore refused: {exc}; nothing was written to {args.dir}") from None
     doc = {
         "entries": report.size,
         "height": report.height,

@@ -265,6 +265,25 @@ def test_restore_refuses_a_damaged_archive_and_writes_nothing(
     assert out == ""
     assert re.search(r"trustchain: error: restore refused: us-east-1: s3://", err)
     assert re.search(expect, err), err
+    assert f"nothing was written to {target}" in err
+    assert "Traceback" not in err
+    assert not target.exists()
+
+
+def test_restore_from_a_bucket_that_is_not_there_says_so(
+    archived: Archived, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    region = archived.regions["us-east-1"]
+    target = tmp_path / "v1"
+    argv = [
+        "restore", "--region", region.name, "--bucket", "no-such-bucket",
+        "--endpoint", region.endpoint, "--ca-bundle", str(region.ca_bundle),
+        "--genesis", str(archived.dir / "genesis.toml"), "--dir", str(target),
+    ]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "restore failed: us-east-1: s3://no-such-bucket/" in err
+    assert "NoSuchBucket" in err
     assert "Traceback" not in err
     assert not target.exists()
 
