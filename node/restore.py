@@ -232,24 +232,38 @@ def restore(
     for t, index, leaf in by_psc:
         if not _precert_matches(leaf, issuer_der[leaf.chain[0]]):
             raise _bad_precert(where, t, index)
-    for size in history:
-        old = archive.get(f"checkpoints/{size}")
-        if old is None or size == 0:
+    # Every archived checkpoint must be a prefix of this tree.  Its root depends on
+    # the hash tiles only (entry bundles are checked above), so they alone are cut.
+    with ThreadPoolExecutor(workers) as pool:
+        olds = list(pool.map(fetch, [f"checkpoints/{size}" for size in history if size]))
+    for key, old in olds:
+        if old is None:
             continue
+        size = int(key.split("/", 1)[1])
         try:
             old_cp = note_checkpoint(old)
         except CheckpointError as exc:
-            raise RestoreError(f"{where}checkpoints/{size}: {exc}") from None
+            raise RestoreError(f"{where}{key}: {exc}") from None
+        if old_cp.size != size:
+            raise RestoreError(f"{where}{key}: holds a checkpoint of {old_cp.size} entries")
+        if old_cp.origin != cp.origin:
+            raise RestoreError(f"{where}{key}: a checkpoint of log {old_cp.origin!r}")
         try:
-            old_root = TreeEdge.load(size, lambda t: _prefix(tiles, t)).root()
-        except (ValueError, KeyError) as exc:
-            raise RestoreError(
-                f"{where}checkpoints/{size}: cannot rebuild its tree: {exc}"
-            ) from None
+            old_root = _root_at(tiles, size)
+        except (KeyError, ValueError) as exc:
+            raise RestoreError(f"{where}{key}: cannot rebuild its tree: {exc}") from None
         if old_root != old_cp.root_hash:
+            # Tell a tampered object from a fork: only a quorum-signed one is a fork
+            # (signatures are checked here only, not for every history object).
+            try:
+                verify_cosigned(old, voters, origin=origin)
+            except CheckpointError as exc:
+                raise RestoreError(
+                    f"{where}{key}: its root is not this tree's and {exc} (a tampered object)"
+                ) from None
             raise RestoreError(
-                f"{where}checkpoints/{size}: not consistent with the latest checkpoint "
-                "(the log forked)"
+                f"{where}{key}: cosigned, but not consistent with the latest checkpoint "
+                "(the log forked: the validators signed two histories)"
             )
     progress(f"tiles verified against the root ({len(tiles)} tiles, {len(issuers)} issuers)")
 
@@ -365,6 +379,15 @@ def _bad_precert(where: str, t: TileID, index: int) -> RestoreError:
         f"{where}{t.path()}: entry {index}: its pre_certificate does not yield the logged "
         "TBSCertificate (corrupted entry bundle)"
     )
+
+
+def _root_at(tiles: dict[TileID, bytes], size: int) -> bytes:
+    """The root of the tree of the first `size` leaves, from the restored hash tiles."""
+    partial: list[list[bytes]] = []
+    for level, width in enumerate(edge_widths(size)):
+        tile = TileID(level, full_tiles(size, level), width) if width else None
+        partial.append([] if tile is None else split_hashes(_prefix(tiles, tile), width))
+    return TreeEdge(size, partial, []).root()
 
 
 def _prefix(tiles: dict[TileID, bytes], t: TileID) -> bytes:

@@ -7,7 +7,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,7 @@ def one_signature(note: bytes) -> bytes:
         ("tile missing", r"tile/0/000\.p/\d+: tile is missing"),
         ("too few signatures", r"checkpoint: .*1 of 4"),
         ("rolled back", r"checkpoint: rolled back: it has \d+ entries but checkpoints/\d+"),
+        ("history tampered", r"checkpoints/\d+: its root is not this tree's and .* tampered"),
     ],
 )
 def test_restore_refuses_a_damaged_archive_and_writes_nothing(
@@ -255,6 +256,15 @@ def test_restore_refuses_a_damaged_archive_and_writes_nothing(
         damage(region, hashes, lambda b: None)
     elif case == "too few signatures":
         damage(region, f"{prefix}/checkpoint", one_signature)
+    elif case == "history tampered":
+        # An archived checkpoint whose root is changed (its signatures no longer verify).
+        def other_root(note: bytes) -> bytes:
+            parsed = parse_note(note)
+            cp = parse_checkpoint(parsed.text)
+            fake = replace(cp, root_hash=bytes(32))
+            return format_note(fake.text(), parsed.signatures)
+
+        damage(region, f"{prefix}/checkpoints/{size - 1}", other_root)
     else:  # rolled back: the latest pointer replaced by an older, validly cosigned one
         old = region.archive(prefix).get(f"checkpoints/{size - 1}")
         assert old is not None
