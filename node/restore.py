@@ -8,13 +8,16 @@ Nothing is trusted because it is in the bucket.  In order:
    and it must not be smaller than a checkpoint already in DIR;
 3. every tile of its tree is downloaded and checked: each full hash tile hashes
    to its entry one level up, the edge hashes to the checkpoint's root, every
-   entry bundle matches its level-0 hashes, every issuer certificate its
-   SHA-256 name; every archived checkpoint up to that size must have the root
-   these tiles give (no fork in the history);
-4. the committed blocks (``state/<height>``) are replayed through the state
-   machine from genesis: each block must extend the state before it (its state
-   commitment is the log size and root after its parent), and the log the
-   replay ends with must be the checkpoint's tree.
+   entry bundle matches its level-0 hashes, every precertificate in a bundle
+   (not under the leaf hash) yields its entry's TBSCertificate, every issuer
+   certificate its SHA-256 name; every archived checkpoint up to that size must
+   have the root these hash tiles give (no fork in the history; one whose
+   signatures fail is reported as tampered, a cosigned one as a fork);
+4. the committed blocks (``state/<first>-<last>`` segments, overlapping when
+   several validators archive) are replayed through the state machine from
+   genesis: each block must extend the state before it (its state commitment
+   is the log size and root after its parent), and the log the replay ends
+   with must be the checkpoint's tree.
 
 Only then is anything written: DIR/ct/ (tiles, issuers, ``checkpoint`` and
 ``cosigned-checkpoint``) and DIR/state.db.  A failed check raises
