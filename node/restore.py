@@ -47,6 +47,7 @@ from trustchain.ct.checkpoint import (
 )
 from trustchain.ct.merkle import HASH_SIZE
 from trustchain.ct.precert import precert_tbs
+from trustchain.ct.store import TileFiles
 from trustchain.ct.tiles import (
     DATA,
     TILE_HEIGHT,
@@ -337,24 +338,33 @@ def restore(
         )
     progress(f"state verified: {len(blocks)} blocks replayed")
 
-    # write: into a staging directory, then moved into place
+    # write: durably (the CT store's own writer: write, fsync, rename, fsync directory)
+    # into a staging directory, then moved into place
     stage = directory / ".restore"
     shutil.rmtree(stage, ignore_errors=True)
-    (stage / "ct").mkdir(parents=True)
-    for t, data in tiles.items():
-        path = stage / "ct" / t.path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    (stage / "ct" / "issuer").mkdir(exist_ok=True)
+    stage.mkdir(parents=True)
+    files = TileFiles(stage / "ct")
+    files.write(tiles.items())
     for fp, der in issuer_der.items():
-        (stage / "ct" / "issuer" / fp.hex()).write_bytes(der)
-    (stage / "ct" / "checkpoint").write_bytes(note)
-    (stage / "ct" / "cosigned-checkpoint").write_bytes(note)
+        files.put_issuer(fp, der)
+    files.write_checkpoint(note)
+    cosigned_path = stage / "ct" / "cosigned-checkpoint"
+    with open(cosigned_path, "wb") as fh:
+        fh.write(note)
+        fh.flush()
+        os.fsync(fh.fileno())
     store = AppliedStore(stage / "state.db")
     try:
         store.add_many(blocks)
     finally:
         store.close()
+    db_fd = os.open(stage / "state.db", os.O_RDONLY)
+    try:
+        os.fsync(db_fd)
+    finally:
+        os.close(db_fd)
+    _fsync_dir(stage / "ct")
+    _fsync_dir(stage)
     directory.mkdir(parents=True, exist_ok=True)
     for name in ("ct", "state.db"):
         target = directory / name
@@ -362,10 +372,23 @@ def restore(
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
+        if name == "state.db":
+            # An old write-ahead log beside the new database would be replayed into it.
+            for suffix in ("-wal", "-shm"):
+                (directory / f"state.db{suffix}").unlink(missing_ok=True)
         os.replace(stage / name, target)
     shutil.rmtree(stage, ignore_errors=True)
+    _fsync_dir(directory)
     height = blocks[-1].height if blocks else 0
     return RestoreReport(cp.size, height, cosigned.signers, len(tiles), time.monotonic() - started)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _precert_matches(leaf: TileLeaf, psc: bytes | None) -> bool:

@@ -365,3 +365,32 @@ def test_restore_refuses_a_gap_in_the_state_segments(
     assert status == 2
     assert "no archived state segment holds block 2" in err, err
     assert not (tmp_path / "v1").exists()
+
+
+def test_restore_replaces_what_dir_held(
+    archived: Archived, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Old tiles, an old state.db and its write-ahead log must not survive into the result."""
+    target = tmp_path / "v1"
+    (target / "ct" / "tile" / "0").mkdir(parents=True)
+    (target / "ct" / "tile" / "0" / "999").write_bytes(b"old")
+    old = sqlite3.connect(target / "state.db")
+    old.execute("CREATE TABLE blocks (height INTEGER PRIMARY KEY, b BLOB)")
+    old.execute("INSERT INTO blocks VALUES (1000000, x'00')")
+    old.commit()
+    old.close()
+    (target / "state.db-wal").write_bytes(b"stale")
+    (target / "node.toml").write_text("# the node's own files stay\n")
+    prefix = snapshot(archived.regions["us-east-1"])
+    status, out, err = run_restore(archived, prefix, target, capsys)
+    assert status == 0, err
+    assert not (target / "ct" / "tile" / "0" / "999").exists()
+    assert not (target / "state.db-wal").exists()
+    assert not (target / ".restore").exists()
+    assert (target / "node.toml").read_text() == "# the node's own files stay\n"
+    db = sqlite3.connect(target / "state.db")
+    try:
+        top = db.execute("SELECT max(height) FROM blocks").fetchone()[0]
+        assert top == json.loads(out)["height"]
+    finally:
+        db.close()
