@@ -158,8 +158,13 @@ def restore(
     def fetch(key: str) -> tuple[str, bytes | None]:
         return key, archive.get(key)
 
+    got: dict[str, bytes | None] = {}
+    step = max(1000, len(wanted) // 20)
     with ThreadPoolExecutor(workers) as pool:
-        got = dict(pool.map(fetch, [t.path() for t in wanted]))
+        for key, body in pool.map(fetch, [t.path() for t in wanted]):
+            got[key] = body
+            if len(got) % step == 0:
+                progress(f"downloaded {len(got)} of {len(wanted)} tiles")
     tiles: dict[TileID, bytes] = {}
     for t in wanted:
         data = got[t.path()]
