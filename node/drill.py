@@ -23,6 +23,7 @@ from typing import Any
 from trustchain.ct.devcerts import make_tls_server
 from trustchain.infra import buckets
 from trustchain.infra.s3archive import S3Archive, s3_client
+from trustchain.node.localcluster import free_ports
 
 REGIONS = ("us-west-2", "us-east-1")
 """The primary region and the failover region of aws-requirements.md."""
@@ -30,9 +31,7 @@ FAKE_ACCOUNT = "123456789012"
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-        s.bind(("::1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, socket.SOCK_STREAM)[0]
 
 
 def _moto_env() -> dict[str, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,18 +33,39 @@ from trustchain.node.errors import UserError
 STOP_TIMEOUT = 10.0
 
 
-def free_udp_ports(count: int) -> list[int]:
-    """Distinct UDP ports on ::1 that were free a moment ago."""
-    socks = []
+def _ephemeral_floor() -> int:
     try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            s.bind(("::1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(count: int, kind: socket.SocketKind = socket.SOCK_DGRAM) -> list[int]:
+    """Distinct ports on ::1 that are free now, for servers that bind them a moment later.
+
+    They come from below the kernel's ephemeral range: a port the kernel handed out
+    (bind to 0) could be handed out again to some process's client socket before our
+    server binds it, and a node that cannot bind its port exits.
+    """
+    floor = min(_ephemeral_floor(), 32768)
+    found: list[int] = []
+    while len(found) < count:
+        port = random.randrange(max(1024, floor - 12000), floor)
+        if port in found:
+            continue
+        with socket.socket(socket.AF_INET6, kind) as s:
+            try:
+                s.bind(("::1", port))
+            except OSError:
+                continue
+        found.append(port)
+    return found
+
+
+def free_udp_ports(count: int) -> list[int]:
+    """Distinct UDP ports on ::1 for QUIC listeners (see free_ports)."""
+    return free_ports(count, socket.SOCK_DGRAM)
 
 
 def write_node_config(node_dir: Path, name: str, listen: Address, extra: str = "") -> Path:
@@ -60,9 +82,7 @@ def write_node_config(node_dir: Path, name: str, listen: Address, extra: str = "
 
 
 def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-        s.bind(("::1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, socket.SOCK_STREAM)[0]
 
 
 @dataclass
@@ -281,16 +301,7 @@ class NodeEndpoints:
 
 
 def _tcp_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-            s.bind(("::1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return free_ports(count, socket.SOCK_STREAM)
 
 
 def create_full_cluster(

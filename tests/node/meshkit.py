@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from trustchain.node import identity
 from trustchain.node.config import Address, Genesis, Validator, genesis_entry_toml, load_genesis
 from trustchain.node.identity import Identity
+from trustchain.node.localcluster import free_udp_ports
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-        s.bind(("::1", 0))
-        return int(s.getsockname()[1])
+    return free_udp_ports(1)[0]
 
 
 def make_cluster(tmp: Path, n: int) -> tuple[list[Identity], Genesis]:
