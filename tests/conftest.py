@@ -11,3 +11,4 @@ SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
 
 sys.path.insert(0, str(TESTS / "node"))
 sys.path.insert(0, str(TESTS / "consensus"))
+sys.path.insert(0, str(TESTS / "proofs"))

@@ -9,19 +9,14 @@ import base64
 import datetime as dt
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import chiapos
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
+from proofs_support import Account, PlotEnv  # the proof tests' plot helpers
 
 from trustchain.consensus.proofs.codec import encode_bundle
-from trustchain.consensus.proofs.hashing import account_id
-from trustchain.consensus.proofs.ledger import raw_public_key
 from trustchain.consensus.proofs.policy import AccountEntry, Policy, account_entry_toml, policy_toml
 from trustchain.consensus.proofs.prover import make_bundle
 from trustchain.consensus.proofs.space import make_space_proof
@@ -32,7 +27,6 @@ from trustchain.node.ca.genesis import ca_section_toml
 from trustchain.node.ca.issuance import PrecertRequest, check_csr, issue_precertificate
 from trustchain.node.ca.profiles import CACertificate, CAPolicy
 from trustchain.node.ca.schemes import SignatureScheme, SoftwareCASigner
-from trustchain.node.cli import main
 from trustchain.node.state import IssueRequest, encode_issue, request_hash
 
 TEST_POLICY = Policy(
@@ -45,44 +39,6 @@ TEST_POLICY = Policy(
     unbonding_delay=2000,
 )
 ZONE = "trust.example"
-
-
-@dataclass(frozen=True)
-class Account:
-    key: Ed25519PrivateKey
-    public_key: bytes
-    id: bytes
-    key_path: Path
-
-
-@dataclass(frozen=True)
-class PlotEnv:
-    owner: Account
-    other: Account
-    """A second staked account without a plot."""
-    plot_path: Path
-    plot: Any  # chiapos.DiskProver
-
-
-def _load_account(path: Path) -> Account:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    assert isinstance(key, Ed25519PrivateKey)
-    pk = raw_public_key(key)
-    return Account(key, pk, account_id(pk), path)
-
-
-def make_plot_env(folder: Path) -> PlotEnv:
-    for name in ("owner", "other"):
-        assert main(["account", "new", "--out", str(folder / f"{name}.key")]) == 0
-    plot_path = folder / "owner.plot"
-    args = ["proof", "plot", "--account", str(folder / "owner.key"), "--k", "18"]
-    assert main([*args, "--out", str(plot_path), "--buffer-mb", "128"]) == 0
-    return PlotEnv(
-        _load_account(folder / "owner.key"),
-        _load_account(folder / "other.key"),
-        plot_path,
-        chiapos.DiskProver(str(plot_path)),
-    )
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from clusterkit import PlotEnv, make_plot_env
+from proofs_support import PlotEnv, make_plot_env
 
 
 @pytest.fixture(scope="session")
