@@ -8,6 +8,8 @@ signed, so these helpers split and join raw TLVs and leave every other byte as i
 
 from __future__ import annotations
 
+import functools
+
 
 class DERError(ValueError):
     """Input that is not the strict DER this module expects."""
@@ -74,8 +76,9 @@ def encode_tlv(tag: int, body: bytes) -> bytes:
     return bytes([tag, 0x80 | len(raw)]) + raw + body
 
 
+@functools.lru_cache(maxsize=512)
 def encode_oid(dotted: str) -> bytes:
-    """The full DER encoding (tag 0x06) of an OBJECT IDENTIFIER."""
+    """The full DER encoding (tag 0x06) of an OBJECT IDENTIFIER (cached: OIDs recur)."""
     arcs = [int(a) for a in dotted.split(".")]
     if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] >= 40):
         raise ValueError(f"bad OID {dotted}")

@@ -155,7 +155,8 @@ def precert_tbs(precert_der: bytes, precert_signer_der: bytes | None = None) -> 
 def final_certificate_tbs(cert_der: bytes) -> bytes:
     """The TBS an embedded SCT signs: the final certificate minus its SCT list (RFC 6962 3.3)."""
     tbs = _TBS(tbs_of(cert_der))
-    if tbs.find(_POISON):
+    # The poison OID cannot be missing from the bytes of a certificate that has it.
+    if _POISON in cert_der and tbs.find(_POISON):
         raise PrecertError("a certificate with the poison extension is a precertificate")
     found = tbs.find(_SCT_LIST)
     if len(found) != 1:
