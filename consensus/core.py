@@ -210,7 +210,7 @@ class Core:
         self.proposed_round = 0
         # Round -> block id -> voter -> signature (only as next leader).
         self.votes: dict[int, dict[bytes, dict[str, bytes]]] = {}
-        # Round -> voter -> (high qc round, signature, high qc).
+        # Round -> voter -> (round of its high qc, signature).
         self.timeouts: dict[int, dict[str, tuple[int, bytes]]] = {}
         # (validator, round, kind) -> (block id, height, signature): first signed message seen.
         self.seen_signed: dict[tuple[str, int, str], tuple[bytes, int, bytes]] = {}
