@@ -45,28 +45,18 @@ def test_keygen(tmp_path: Path) -> None:
     assert load_p256_signer(key).public_key() == signer.public_key()
 
 
+def serve_args(data: Path, key: Path, roots: Path, tls: TLSFiles) -> list[str]:
+    """`trustchain ct serve` on a free port of ::1 with these files."""
+    return [
+        "ct", "serve", "--data", str(data), "--roots", str(roots), "--log-key", str(key),
+        "--origin", ORIGIN, "--listen", "[::1]:0",
+        "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
+    ]  # fmt: skip
+
+
 class Server:
     def __init__(self, tmp: Path, data: Path, key: Path, roots: Path, tls: TLSFiles) -> None:
-        self.args = [
-            "ct",
-            "serve",
-            "--data",
-            str(data),
-            "--roots",
-            str(roots),
-            "--log-key",
-            str(key),
-            "--origin",
-            ORIGIN,
-            "--listen",
-            "[::1]:0",
-            "--tls-cert",
-            str(tls.cert),
-            "--tls-key",
-            str(tls.key),
-            "--pool-interval",
-            "10",
-        ]
+        self.args = [*serve_args(data, key, roots, tls), "--pool-interval", "10"]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "trustchain.node.cli", *self.args],
             stderr=subprocess.PIPE,
@@ -147,24 +137,7 @@ def test_serve_survives_sigkill_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
     bad = trustchain("ct", "verify", "--data", str(data), "--log-key", str(key), "--origin", ORIGIN)
     assert bad.returncode == 1 and "DAMAGED: tile/data/000.p/6" in bad.stdout, bad
     # The server refuses the damaged store with a message, not a traceback.
-    refused = trustchain(
-        "ct",
-        "serve",
-        "--data",
-        str(data),
-        "--roots",
-        str(roots),
-        "--log-key",
-        str(key),
-        "--origin",
-        ORIGIN,
-        "--listen",
-        "[::1]:0",
-        "--tls-cert",
-        str(tls.cert),
-        "--tls-key",
-        str(tls.key),
-    )
+    refused = trustchain(*serve_args(data, key, roots, tls))
     assert (
         refused.returncode == 2
         and "store is damaged" in refused.stderr
