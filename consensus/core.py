@@ -170,6 +170,23 @@ class Output:
     wakeup: float | None = None
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """Where the chain of a cluster restored from an archive starts (a new epoch).
+
+    The validators of such a cluster have no consensus history; they agree on
+    the last archived block and on a new chain id (so that no signature of the
+    old epoch is valid in the new one) and build on it as on a genesis block.
+    """
+
+    height: int
+    """Height of the last archived block."""
+    timestamp: int
+    """Its timestamp (milliseconds): the first new block's must be later."""
+    state: bytes
+    """The application's state commitment after it."""
+
+
 def _ms(now: float) -> int:
     return int(now * 1000)
 
@@ -186,6 +203,7 @@ class Core:
         persisted: PersistedState | None = None,
         config: Config | None = None,
         rules: SafetyRules | None = None,
+        anchor: Anchor | None = None,
     ) -> None:
         self.me = me
         self.key = key
@@ -194,14 +212,21 @@ class Core:
         self.config = config or Config()
         self.rules = rules or SafetyRules()
         self.chain_id = validators.chain_id
-        self.genesis = genesis_block(self.chain_id, app.genesis_state())
+        if anchor is None:
+            self.genesis = genesis_block(self.chain_id, app.genesis_state())
+        else:
+            self.genesis = genesis_block(
+                self.chain_id, anchor.state, anchor.height, anchor.timestamp
+            )
         self.mempool = Mempool(self.config.mempool)
         state = persisted or PersistedState()
         self.safety: SafetyState = state.safety
         self.blocks: dict[bytes, Block] = {self.genesis.id: self.genesis, **state.blocks}
         self.high_qc: QuorumCert = state.high_qc or self.genesis.qc
         self.last_tc: TimeoutCert | None = state.last_tc
-        self.committed_height = state.committed_height
+        self.committed_height = (
+            state.committed_height if state.committed_id else self.genesis.height
+        )
         self.committed_id = state.committed_id or self.genesis.id
         self.round = max(self.high_qc.round, self.last_tc.round if self.last_tc else 0) + 1
         self.deadline = 0.0
@@ -373,7 +398,10 @@ class Core:
         if qc == self.high_qc:
             return
         self.validators.check_qc(
-            qc, self.genesis.id, count_repeats=self.rules.counts_repeated_signers()
+            qc,
+            self.genesis.id,
+            genesis_height=self.genesis.height,
+            count_repeats=self.rules.counts_repeated_signers(),
         )
 
     def _process_qc(self, qc: QuorumCert, now: float) -> None:
@@ -663,7 +691,7 @@ class Core:
             return
         chain = []
         b: Block | None = target
-        while b is not None and b.height > request.from_height and b.height > 0:
+        while b is not None and b.height > request.from_height and b.id != self.genesis.id:
             chain.append(b)
             b = self.blocks.get(b.parent_id)
         chain.reverse()

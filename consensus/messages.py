@@ -93,11 +93,18 @@ def make_block(
     return Block(round, height, qc.block_id, qc, timestamp, state, payload, proposer, block_id(b))
 
 
-def genesis_block(chain_id: str, state: bytes) -> Block:
-    """Height 0, round 0; certified by an empty QC that every node accepts for it alone."""
+def genesis_block(chain_id: str, state: bytes, height: int = 0, timestamp: int = 0) -> Block:
+    """Round 0; certified by an empty QC that every node accepts for it alone.
+
+    Height 0 for a new chain.  A cluster restored from an archive starts a new
+    epoch (a new `chain_id`) whose genesis is the anchor: the last archived
+    block's height, timestamp and state.  The anchor has no parent anyone
+    holds, so walks down the chain stop there.
+    """
     root = _h("genesis", chain_id)
-    qc = QuorumCert(root, 0, 0, ())
-    return Block(0, 0, root, qc, 0, state, (), "", root)
+    qc = QuorumCert(root, 0, height, ())
+    parent = root if height == 0 else _h("before-anchor", chain_id)
+    return Block(0, height, parent, qc, timestamp, state, (), "", root)
 
 
 @dataclass(frozen=True)
