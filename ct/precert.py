@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -32,6 +33,8 @@ PRECERT_SIGNING_EKU = "1.3.6.1.4.1.11129.2.4.4"
 _AKI_OID = "2.5.29.35"
 _POISON = der.encode_oid(POISON_OID)
 _SCT_LIST = der.encode_oid(SCT_LIST_OID.dotted_string)
+SCT_LIST_EXTENSION = _SCT_LIST
+"""The SCT list extension's OID TLV, for ``SplitCertificate.find``."""
 _AKI = der.encode_oid(_AKI_OID)
 
 
@@ -106,6 +109,181 @@ class _TBS:
         return der.encode_tlv(der.SEQUENCE, b"".join(fields))
 
 
+def _single(data: bytes, start: int, end: int, tag: int, what: str) -> tuple[int, int]:
+    """Content bounds of the one TLV that must fill ``data[start:end]`` (as ``der.content``)."""
+    found = der.spans(data, start, end, most=1)
+    if not found:
+        raise DERError("truncated TLV header")
+    got, _, content_start, content_end = found[0]
+    if got != tag or content_end != end:
+        raise DERError(f"{what}: expected tag 0x{tag:02x}, got 0x{got:02x}")
+    return content_start, content_end
+
+
+@dataclass(frozen=True)
+class SplitCertificate:
+    """A DER certificate split in one pass into the raw pieces its checks need.
+
+    RFC 5280 section 4.1.  Every piece is a slice of the input, byte for byte as
+    the issuer signed it.  Verifying a final certificate needs the TBS and
+    signature (chain), the issuer Name, and the SCT list extension together with
+    the TBS without it (RFC 6962 section 3.3); splitting once serves them all.
+    """
+
+    tbs: bytes
+    """The tbsCertificate TLV: what the issuer's signature covers."""
+    signature_algorithm: bytes
+    """The outer signatureAlgorithm AlgorithmIdentifier TLV."""
+    signature: bytes
+    """The signatureValue BIT STRING TLV."""
+    fields: tuple[bytes, ...]
+    """The TBSCertificate's top-level field TLVs, in order."""
+    version_offset: int
+    """1 when the [0] EXPLICIT version field is present, 0 when absent (v1)."""
+    extensions_at: int | None
+    """Index of the [3] extensions field in ``fields``, None without one."""
+    extensions: tuple[bytes, ...]
+    """The Extension TLVs, in order."""
+    extension_oids: tuple[bytes, ...]
+    """The extnID OID TLV that opens each extension."""
+
+    @property
+    def issuer(self) -> bytes:
+        """The issuer Name TLV exactly as encoded."""
+        return self.fields[self.version_offset + 2]
+
+    @property
+    def subject(self) -> bytes:
+        """The subject Name TLV exactly as encoded."""
+        return self.fields[self.version_offset + 4]
+
+    @property
+    def spki(self) -> bytes:
+        """The SubjectPublicKeyInfo TLV exactly as encoded."""
+        return self.fields[self.version_offset + 5]
+
+    def find(self, oid: bytes) -> list[int]:
+        """Indexes of the extensions whose extnID is ``oid`` (a full OID TLV)."""
+        return [i for i, o in enumerate(self.extension_oids) if o == oid]
+
+    def extension_value(self, index: int) -> bytes:
+        """The contents of extension ``index``'s extnValue OCTET STRING, as encoded."""
+        ext = self.extensions[index]
+        try:
+            start, end = _single(ext, 0, len(ext), der.SEQUENCE, "Extension")
+            parts = der.spans(ext, start, end)
+        except DERError as exc:
+            raise PrecertError(f"extension is not valid DER: {exc}") from None
+        # Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue }
+        if not 2 <= len(parts) <= 3 or (len(parts) == 3 and parts[1][0] != der.BOOLEAN):
+            raise PrecertError("extension is not extnID, [critical,] extnValue")
+        tag, _, value_start, value_end = parts[-1]
+        if tag != der.OCTET_STRING:
+            raise PrecertError("extension's extnValue is not an OCTET STRING")
+        return ext[value_start:value_end]
+
+    def tbs_without(self, index: int) -> bytes:
+        """The TBSCertificate re-encoded without extension ``index``; all else as encoded."""
+        fields = list(self.fields)
+        rest = self.extensions[:index] + self.extensions[index + 1 :]
+        assert self.extensions_at is not None
+        if rest:
+            inner = der.encode_tlv(der.SEQUENCE, b"".join(rest))
+            fields[self.extensions_at] = der.encode_tlv(0xA3, inner)
+        else:
+            # An empty Extensions SEQUENCE is not allowed (SIZE (1..MAX)); drop [3].
+            del fields[self.extensions_at]
+        return der.encode_tlv(der.SEQUENCE, b"".join(fields))
+
+    def sct_list_index(self) -> int:
+        """Index of the one SCT list extension of a final certificate (RFC 6962 section 3.3).
+
+        Raises PrecertError for a precertificate (poison extension) and unless
+        there is exactly one SCT list.
+        """
+        if self.find(_POISON):
+            raise PrecertError("a certificate with the poison extension is a precertificate")
+        found = self.find(_SCT_LIST)
+        if len(found) != 1:
+            raise PrecertError(f"expected one SCT list extension, found {len(found)}")
+        return found[0]
+
+    def embedded_scts(self) -> tuple[bytes, bytes]:
+        """(SCT list extnValue contents, the TBS its SCTs sign): RFC 6962 section 3.3.
+
+        The TBS is this certificate's without the SCT list extension, as
+        ``final_certificate_tbs`` computes it; errors as ``sct_list_index``.
+        """
+        at = self.sct_list_index()
+        return self.extension_value(at), self.tbs_without(at)
+
+
+def split_certificate(cert_der: bytes) -> SplitCertificate:
+    """Split a DER Certificate in one pass (see ``SplitCertificate``).
+
+    The same strict DER checks, and the same PrecertError messages, as
+    ``tbs_of`` followed by reading every extension's OID.
+    """
+    data = cert_der
+    try:
+        start, end = _single(data, 0, len(data), der.SEQUENCE, "Certificate")
+        top = der.spans(data, start, end)
+    except DERError as exc:
+        raise PrecertError(f"certificate is not valid DER: {exc}") from None
+    if len(top) != 3:
+        raise PrecertError("certificate does not have tbsCertificate, algorithm and signature")
+    (tbs_tag, tbs_at, tbs_start, tbs_end), (_, alg_at, _, alg_end), (_, sig_at, _, sig_end) = top
+    extensions: list[bytes] = []
+    oids: list[bytes] = []
+    try:
+        if tbs_tag != der.SEQUENCE:
+            raise DERError(f"TBSCertificate: expected tag 0x30, got 0x{tbs_tag:02x}")
+        spans = der.spans(data, tbs_start, tbs_end)
+        fields = tuple(data[at:e] for _, at, _, e in spans)
+        off = 1 if spans and spans[0][0] == 0xA0 else 0
+        if len(spans) < off + 6:
+            raise PrecertError("TBSCertificate is missing fields")
+        ext_at = next((i for i, f in enumerate(spans) if f[0] == 0xA3), None)
+        if ext_at is not None:
+            _, _, outer_start, outer_end = spans[ext_at]
+            seq_start, seq_end = _single(data, outer_start, outer_end, der.SEQUENCE, "Extensions")
+            for tag, at, e_start, e_end in der.spans(data, seq_start, seq_end):
+                extensions.append(data[at:e_end])
+                oids.append(_extension_oid(data, tag, e_start, e_end))
+    except DERError as exc:
+        raise PrecertError(f"TBSCertificate is not valid DER: {exc}") from None
+    return SplitCertificate(
+        data[tbs_at:tbs_end],
+        data[alg_at:alg_end],
+        data[sig_at:sig_end],
+        fields,
+        off,
+        ext_at,
+        tuple(extensions),
+        tuple(oids),
+    )
+
+
+def _extension_oid(data: bytes, tag: int, start: int, end: int) -> bytes:
+    """The OID TLV opening the Extension with ``tag`` and content ``data[start:end]``."""
+    # Inline the common case, a short-form OID inside the SEQUENCE: the same
+    # checks ``der.spans`` makes, without a call per extension.
+    if tag == der.SEQUENCE and end - start >= 2 and data[start] == 0x06:
+        oid_end = start + 2 + data[start + 1]
+        if data[start + 1] < 0x80 and oid_end <= end:
+            return data[start:oid_end]
+    try:
+        if tag != der.SEQUENCE:
+            raise DERError("an Extension must be one SEQUENCE")
+        first = der.spans(data, start, end, most=1)
+    except DERError as exc:
+        raise PrecertError(f"extension is not valid DER: {exc}") from None
+    if not first or first[0][0] != 0x06:
+        raise PrecertError("extension does not start with an OID")
+    _, at, _, oid_end = first[0]
+    return data[at:oid_end]
+
+
 def _check_poison(tbs: _TBS) -> int:
     found = tbs.find(_POISON)
     if len(found) != 1:
@@ -154,15 +332,8 @@ def precert_tbs(precert_der: bytes, precert_signer_der: bytes | None = None) -> 
 
 def final_certificate_tbs(cert_der: bytes) -> bytes:
     """The TBS an embedded SCT signs: the final certificate minus its SCT list (RFC 6962 3.3)."""
-    tbs = _TBS(tbs_of(cert_der))
-    # The poison OID cannot be missing from the bytes of a certificate that has it.
-    if _POISON in cert_der and tbs.find(_POISON):
-        raise PrecertError("a certificate with the poison extension is a precertificate")
-    found = tbs.find(_SCT_LIST)
-    if len(found) != 1:
-        raise PrecertError(f"expected one SCT list extension, found {len(found)}")
-    del tbs.extensions[found[0]]
-    return tbs.encode()
+    split = split_certificate(cert_der)
+    return split.tbs_without(split.sct_list_index())
 
 
 def issuer_key_hash(issuer_der: bytes) -> bytes:
