@@ -19,9 +19,11 @@ from enum import IntEnum
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from trustchain.ct import _tls
+from trustchain.ct import _tls, der
 from trustchain.ct._tls import DecodeError, Reader
 from trustchain.ct.signer import PublicKey, Signer, log_id, verify_signature
 
@@ -85,12 +87,11 @@ class LogEntry:
             raise ValueError("a precert entry needs a 32-byte issuer_key_hash")
         if self.entry_type == EntryType.X509 and self.issuer_key_hash:
             raise ValueError("an x509 entry has no issuer_key_hash")
-        # Both are needed several times per entry (SCT, leaf, dedup, index); the
-        # entry is immutable, so they are computed once.
+        # The signed body is needed several times per entry (SCT, leaf, dedup,
+        # index); the entry is immutable, so it is computed once.  The identity
+        # hash waits until asked for: verifying embedded SCTs never needs it.
         signed = self.issuer_key_hash + n.to_bytes(3, "big") + self.certificate
         object.__setattr__(self, "_signed", signed)
-        ident = hashlib.sha256(self.entry_type.to_bytes(2, "big") + signed).digest()
-        object.__setattr__(self, "_identity", ident)
 
     def signed_entry(self) -> bytes:
         """The ``select (entry_type)`` body: ASN.1Cert, or PreCert {issuer_key_hash, tbs}."""
@@ -98,7 +99,12 @@ class LogEntry:
 
     def identity(self) -> bytes:
         """A hash that is equal for equal submissions: the key for deduplication."""
-        return self._identity
+        try:
+            return self._identity
+        except AttributeError:
+            ident = hashlib.sha256(self.entry_type.to_bytes(2, "big") + self._signed).digest()
+            object.__setattr__(self, "_identity", ident)
+            return ident
 
     @classmethod
     def read(cls, r: Reader, entry_type: int) -> LogEntry:
@@ -263,13 +269,16 @@ def _verify(public_key: PublicKey, ds: DigitallySigned, message: bytes, what: st
 
 def sct_signed_data(timestamp: int, entry: LogEntry, extensions: bytes) -> bytes:
     """RFC 6962 section 3.2: the data an SCT's signature covers."""
-    return (
-        _tls.u8(V1)
-        + _tls.u8(_CERTIFICATE_TIMESTAMP)
-        + _tls.u64(timestamp)
-        + _tls.u16(entry.entry_type)
-        + entry.signed_entry()
-        + _tls.opaque(extensions, 2, what="extensions")
+    # One join: the signed entry (a whole TBS) is copied once, not per "+".
+    return b"".join(
+        (
+            _tls.u8(V1),
+            _tls.u8(_CERTIFICATE_TIMESTAMP),
+            _tls.u64(timestamp),
+            _tls.u16(entry.entry_type),
+            entry.signed_entry(),
+            _tls.opaque(extensions, 2, what="extensions"),
+        )
     )
 
 
@@ -364,6 +373,64 @@ async def issue_sct(
     return SignedCertificateTimestamp(lid, timestamp, extensions, ds)
 
 
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
+class LogKey:
+    """A CT log's public key, ready to check many SCTs: ``verify_sct`` for one key.
+
+    What depends only on the key (its log id, signature algorithm, whether its
+    curve is allowed) is worked out once; every SCT still gets every check of
+    ``verify_sct``, in the same order with the same messages, and its own
+    signature verification.
+    """
+
+    def __init__(self, public_key: PublicKey, *, key_log_id: bytes | None = None) -> None:
+        self.public_key = public_key
+        """The log's key."""
+        self.log_id = key_log_id if key_log_id is not None else log_id(public_key)
+        """SHA-256 of its SubjectPublicKeyInfo (RFC 6962 section 3.2)."""
+        self._algorithm: SignatureAlgorithm | None = None
+        self._problem = "RFC 6962 logs sign with ECDSA or RSA keys only"
+        self._p256: ec.EllipticCurvePublicKey | None = None
+        if isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            self._algorithm = _signature_algorithm(public_key)
+            self._problem = ""
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            if isinstance(public_key.curve, ec.SECP256R1):
+                self._p256 = public_key
+            else:
+                self._problem = "SCT: RFC 6962 ECDSA log keys must be P-256"
+
+    def verify(self, sct: SignedCertificateTimestamp, entry: LogEntry) -> None:
+        """Raise SCTError unless ``sct`` is this log's signature over ``entry``."""
+        if sct.version != V1:
+            raise SCTError(f"SCT version {sct.version} is not v1")
+        if sct.log_id != self.log_id:
+            raise SCTError("SCT log id does not match the log's key")
+        ds = sct.signature
+        if ds.hash_algorithm != HashAlgorithm.SHA256:
+            raise SCTError(f"SCT: hash algorithm {ds.hash_algorithm} is not SHA-256 (4)")
+        if self._algorithm is None:
+            raise SCTError(self._problem)
+        if ds.signature_algorithm != self._algorithm:
+            raise SCTError(
+                f"SCT: signature algorithm {ds.signature_algorithm} does not match the key"
+            )
+        if self._problem:
+            raise SCTError(self._problem)
+        message = sct_signed_data(sct.timestamp, entry, sct.extensions)
+        if self._p256 is not None:
+            try:
+                self._p256.verify(ds.signature, message, _ECDSA_SHA256)
+                return
+            except (InvalidSignature, ValueError):
+                pass
+        elif verify_signature(self.public_key, ds.signature, message):
+            return
+        raise SCTError("SCT: signature does not verify with the log's key")
+
+
 def verify_sct(
     sct: SignedCertificateTimestamp,
     entry: LogEntry,
@@ -374,13 +441,10 @@ def verify_sct(
     """Raise SCTError unless ``sct`` is the log's signature over ``entry``.
 
     ``key_log_id`` is ``log_id(public_key)`` when the caller already has it (it
-    costs a key serialisation and a hash per call otherwise).
+    costs a key serialisation and a hash per call otherwise).  To check many
+    SCTs against one key, make a ``LogKey`` once.
     """
-    if sct.version != V1:
-        raise SCTError(f"SCT version {sct.version} is not v1")
-    if sct.log_id != (key_log_id if key_log_id is not None else log_id(public_key)):
-        raise SCTError("SCT log id does not match the log's key")
-    _verify(public_key, sct.signature, sct_signed_data(sct.timestamp, entry, sct.extensions), "SCT")
+    LogKey(public_key, key_log_id=key_log_id).verify(sct, entry)
 
 
 # --- tree heads (RFC 6962 section 3.5) --------------------------------------------
@@ -417,6 +481,51 @@ def encode_sct_list(scts: Iterable[SignedCertificateTimestamp]) -> bytes:
 
 
 def decode_sct_list(data: bytes) -> list[SignedCertificateTimestamp]:
+    """Decode a TLS ``SignedCertificateTimestampList`` (RFC 6962 section 3.3).
+
+    Certificate verification decodes one list per certificate, so well-formed
+    lists take a slicing fast path; anything it does not accept is decoded
+    again by the field-by-field reader, which names what is wrong.
+    """
+    fast = _decode_sct_list_fast(bytes(data))
+    return fast if fast is not None else _decode_sct_list_reader(data)
+
+
+def _decode_sct_list_fast(data: bytes) -> list[SignedCertificateTimestamp] | None:
+    """The list if it is well formed (exactly as ``_decode_sct_list_reader``), else None."""
+    end = len(data)
+    if end < 2 or int.from_bytes(data[:2], "big") != end - 2 or end == 2:
+        return None
+    out = []
+    pos = 2
+    while pos < end:
+        if end - pos < 2:
+            return None
+        n = int.from_bytes(data[pos : pos + 2], "big")
+        start, stop = pos + 2, pos + 2 + n
+        # version(1) id(32) timestamp(8) extensions<0..2^16-1> hash(1) sig(1) signature<..>
+        if n == 0 or stop > end or n < 47 or data[start] != V1:
+            return None
+        ext_len = int.from_bytes(data[start + 41 : start + 43], "big")
+        at = start + 43 + ext_len
+        if at + 4 > stop:
+            return None
+        sig_len = int.from_bytes(data[at + 2 : at + 4], "big")
+        if at + 4 + sig_len != stop:
+            return None
+        out.append(
+            SignedCertificateTimestamp(
+                data[start + 1 : start + 33],
+                int.from_bytes(data[start + 33 : start + 41], "big"),
+                data[start + 43 : at],
+                DigitallySigned(data[at], data[at + 1], data[at + 4 : stop]),
+            )
+        )
+        pos = stop
+    return out
+
+
+def _decode_sct_list_reader(data: bytes) -> list[SignedCertificateTimestamp]:
     r = Reader(data, "SignedCertificateTimestampList")
     body = r.opaque(2, "sct_list", minimum=1)
     r.finish()
@@ -448,8 +557,6 @@ def sct_list_extension(scts: Sequence[SignedCertificateTimestamp]) -> x509.Unrec
 
 def parse_sct_list_extension(value: bytes) -> list[SignedCertificateTimestamp]:
     """Decode the raw extnValue contents (the DER OCTET STRING) of the SCT list extension."""
-    from trustchain.ct import der
-
     tag, content, rest = der.read_tlv(value)
     if tag != 0x04 or rest:
         raise DecodeError("SCT list extension value is not a single OCTET STRING")
