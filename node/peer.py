@@ -49,7 +49,12 @@ INBOUND_QUEUE = 65536
 MAX_UNACKED_BYTES = 4 * 1024 * 1024
 """Stream bytes handed to QUIC but not yet acknowledged, per link.  Past this,
 messages wait in the peer's bounded queue instead of in aioquic's buffer."""
-FLUSH_INTERVAL = 0.01
+MAINTAIN_INTERVAL = 0.1
+"""Seconds between checks for keepalives and slow handshakes (at most; see _maintain)."""
+ACK_DELAY = 0.01
+"""Seconds a peer link may hold back a pure ACK (quic.QuicLink): consensus traffic
+flows both ways within a round, so most ACKs ride on votes and proposals instead of
+costing a datagram (and a system call at each end) of their own."""
 
 
 def _unacked_bytes(connection: Any, stream_id: int) -> int:
@@ -169,6 +174,7 @@ class PeerNetwork:
             self._accepted,
             max_connections=4 * len(self.genesis.validators) + 16,
             max_connections_per_host=4 * len(self.genesis.validators) + 16,
+            ack_delay=ACK_DELAY,
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -211,7 +217,9 @@ class PeerNetwork:
             )
             handler = _PeerLink(self, None, session)
             try:
-                link = await quic.connect(peer.address, configuration, handler, nursery)
+                link = await quic.connect(
+                    peer.address, configuration, handler, nursery, ack_delay=ACK_DELAY
+                )
             except OSError as exc:
                 self.log.warning("peer.dial_failed", peer=peer.name, error=str(exc))
             else:
@@ -256,10 +264,15 @@ class PeerNetwork:
             pass
 
     async def _maintain(self) -> None:
-        """Flush queues held back by backpressure, send keepalives, expire slow handshakes."""
+        """Send keepalives and expire slow handshakes.
+
+        Queues held back by backpressure are flushed by their link as ACKs
+        arrive (`_PeerLink.flush`), not by polling here.
+        """
         keepalive_every = self.settings.idle_timeout / 3
+        interval = min(MAINTAIN_INTERVAL, keepalive_every / 4)
         while True:
-            await trio.sleep(FLUSH_INTERVAL)
+            await trio.sleep(interval)
             now = trio.current_time()
             for peer in self.peers.values():
                 link = peer.link
@@ -384,6 +397,9 @@ class _PeerLink:
         if frames:
             self.write(b"".join(frames))
             peer.stats.sent += len(frames)
+        # Held back: try again whenever the link has taken in datagrams (ACKs free
+        # the window), until the queue is empty.
+        self.link.after_input = self.flush if peer.queue else None
 
     def close(self, code: CloseCode, reason: str) -> None:
         if self._closed_for is None:

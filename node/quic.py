@@ -16,6 +16,12 @@ Addresses are IPv6 4-tuples ``(host, port, flowinfo, scope_id)`` throughout:
 that is what ``recvfrom`` returns on an AF_INET6 socket, and aioquic compares
 the address of every datagram with the path it knows, so a 2-tuple given to
 ``connect`` would make it ignore the server's replies.
+
+Costs (a loopback UDP send or receive is a system call of tens of
+microseconds, and every trio wake-up a few more): sockets are read in
+batches (everything queued, then one wait for readability), datagrams are
+sent without a trio checkpoint each, and a link may delay pure ACKs
+(`ack_delay`) so that they ride on its next data (RFC 9000 section 13.2.1).
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from __future__ import annotations
 import math
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
+from aioquic import tls
 from aioquic._buffer import Buffer  # re-exported by aioquic.buffer without __all__
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
@@ -48,6 +55,10 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 INBOX_SIZE = 1024
 """Datagrams queued for one connection; past this they are dropped like on a full NIC
 queue, and QUIC's loss recovery resends them."""
+MAX_ACK_DELAY = 0.025
+"""The max_ack_delay transport parameter aioquic advertises (RFC 9000 section 18.2)."""
+READ_BATCH = 64
+"""Datagrams read from a socket per wake-up before other tasks get a turn."""
 
 
 def ipv6_addr(address: Address) -> Addr:
@@ -56,7 +67,13 @@ def ipv6_addr(address: Address) -> Addr:
 
 def udp_socket() -> trio.socket.SocketType:
     """An AF_INET6 UDP socket that refuses IPv4 (IPV6_V6ONLY), with a large receive buffer."""
-    sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    return trio.socket.from_stdlib_socket(_udp_socket())
+
+
+def _udp_socket() -> socket.socket:
+    """`udp_socket` as a plain non-blocking socket: the drivers below do their own waiting."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.setblocking(False)
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     # Datagrams pile up while this process waits for a CPU; at a few thousand
     # per second Linux's default buffer (208 KiB) overflows, and every drop
@@ -84,6 +101,13 @@ class QuicLink:
 
     The link's task owns `quic`; other tasks may call its API (they run on the
     same trio thread) but must call `wake()` afterwards.
+
+    `ack_delay`, when given, is how long a pure ACK may wait once the handshake
+    is complete (aioquic's own is 1 ms, which costs one datagram for nearly
+    every packet received).  Whatever the delay, an ACK rides on any data the
+    link sends, and a second ack-eliciting packet is acknowledged at once
+    (RFC 9000 section 13.2.2).  It must stay below the max_ack_delay aioquic
+    advertises (25 ms), which the peer's loss detection allows for.
     """
 
     def __init__(
@@ -91,7 +115,11 @@ class QuicLink:
         quic: QuicConnection,
         remote: Addr,
         send: Callable[[bytes, Addr], Awaitable[object]],
+        *,
+        ack_delay: float | None = None,
     ) -> None:
+        if ack_delay is not None and not 0 <= ack_delay < MAX_ACK_DELAY:
+            raise ValueError(f"ack_delay must be in [0, {MAX_ACK_DELAY}) seconds")
         self.quic = quic
         self.remote = remote
         self.handler: LinkHandler | None = None
@@ -102,11 +130,16 @@ class QuicLink:
             INBOX_SIZE
         )
         self._wake_pending = False
+        self._written = False
+        self._ack_delay = ack_delay
         self._scope = trio.CancelScope()
         self.handshake_complete = False
+        self.after_input: Callable[[], None] | None = None
+        """Called by the link's task after each batch of datagrams and timer events."""
 
     def wake(self) -> None:
         """Make the loop transmit what the QuicConnection API calls queued."""
+        self._written = True
         if self._wake_pending or self.closed.is_set():
             return
         try:
@@ -135,11 +168,26 @@ class QuicLink:
             )
         self._scope.cancel()
 
-    def _take(self, item: tuple[bytes, Addr] | None) -> None:
+    def _ack_space(self) -> Any:
+        """The 1-RTT packet space once pure ACKs may be delayed, else None.
+
+        aioquic has no API for its ACK timing: `ack_at` of a packet space is
+        when it sends the ACK for packets received there, and `_ack_delay` what
+        it adds to the arrival time of the first unacknowledged one.
+        """
+        if self._ack_delay is None or not self.handshake_complete:
+            return None
+        return self.quic._spaces.get(tls.Epoch.ONE_RTT)
+
+    def _take(self, item: tuple[bytes, Addr] | None, now: float) -> None:
         if item is None:
             self._wake_pending = False
-        else:
-            self.quic.receive_datagram(item[0], item[1], now=trio.current_time())
+            return
+        space = self._ack_space()
+        owed = space is not None and space.ack_at is not None
+        self.quic.receive_datagram(item[0], item[1], now=now)
+        if owed and space.ack_at is not None:
+            space.ack_at = now  # a second packet unacknowledged: acknowledge now
 
     async def run(self) -> None:
         """Drive the connection until it terminates; the link is closed on return."""
@@ -155,33 +203,43 @@ class QuicLink:
         while self.close_reason is None:
             timer = self.quic.get_timer()
             with trio.move_on_at(timer if timer is not None else math.inf):
-                self._take(await self._inbox.receive())
+                item = await self._inbox.receive()
+                now = trio.current_time()
+                self._take(item, now)
                 # Batch whatever else is already queued before answering.
                 while True:
                     try:
-                        self._take(self._inbox.receive_nowait())
+                        item = self._inbox.receive_nowait()
                     except trio.WouldBlock:
                         break
+                    self._take(item, now)
             if timer is not None and trio.current_time() >= timer:
                 self.quic.handle_timer(now=trio.current_time())
             self._dispatch()
+            if self.after_input is not None:
+                self.after_input()
             await self._transmit()
 
     def _dispatch(self) -> None:
         while (event := self.quic.next_event()) is not None:
             if isinstance(event, events.HandshakeCompleted):
                 self.handshake_complete = True
+                if self._ack_delay is not None:
+                    self.quic._ack_delay = self._ack_delay
             elif isinstance(event, events.ConnectionTerminated):
                 self.close_reason = event
             if self.handler is not None:
                 self.handler.quic_event(self, event)
 
     async def _transmit(self) -> None:
-        for data, addr in self.quic.datagrams_to_send(now=trio.current_time()):
-            try:
-                await self._send(data, addr)
-            except OSError:
-                pass  # unreachable peer or full buffer: loss recovery resends
+        now = trio.current_time()
+        if self._written:
+            self._written = False
+            space = self._ack_space()
+            if space is not None and space.ack_at is not None:
+                space.ack_at = now  # the ACK owed rides on the data being sent
+        for data, addr in self.quic.datagrams_to_send(now=now):
+            await self._send(data, addr)
 
     def _finish(self) -> None:
         if self.close_reason is None:
@@ -194,6 +252,30 @@ class QuicLink:
             self.handler.link_closed(self)
 
 
+class _Sender:
+    """Sends datagrams on one socket: no trio checkpoint per datagram unless the socket
+    buffer is full; errors (an unreachable peer) are dropped, loss recovery resends."""
+
+    def __init__(self, sock: socket.socket, *, connected: bool) -> None:
+        self.sock = sock
+        self.connected = connected
+        self._full = trio.Lock()  # one task at a time waits for a full socket buffer
+
+    async def send(self, data: bytes, addr: Addr) -> None:
+        for _ in range(2):
+            try:
+                if self.connected:
+                    self.sock.send(data)
+                else:
+                    self.sock.sendto(data, addr)
+                return
+            except BlockingIOError:
+                async with self._full:
+                    await trio.lowlevel.wait_writable(self.sock)
+            except OSError:
+                return
+
+
 async def connect(
     remote: Address,
     configuration: QuicConfiguration,
@@ -201,6 +283,7 @@ async def connect(
     nursery: trio.Nursery,
     *,
     session_ticket_handler: SessionTicketHandler | None = None,
+    ack_delay: float | None = None,
 ) -> QuicLink:
     """Open a client connection to `remote` on its own connected socket.
 
@@ -210,44 +293,47 @@ async def connect(
 
     To resume a session (and send 0-RTT data), put a ticket in
     `configuration.session_ticket`; `session_ticket_handler` receives the
-    tickets the server issues on this connection.
+    tickets the server issues on this connection.  `ack_delay`: see QuicLink.
     """
-    sock = udp_socket()
+    sock = _udp_socket()
     target = ipv6_addr(remote)
     try:
-        await sock.connect(target)
+        # Connecting a UDP socket only sets its default peer: it does not block.
+        sock.connect(target)
         # aioquic checks each datagram's address against the path, so use the
         # full 4-tuple the kernel reports for the peer.
         target = sock.getpeername()
     except OSError:
         sock.close()
         raise
-
-    async def send(data: bytes, addr: Addr) -> None:
-        await sock.send(data)
+    await trio.lowlevel.checkpoint()
 
     quic = QuicConnection(
         configuration=configuration, session_ticket_handler=session_ticket_handler
     )
-    link = QuicLink(quic, target, send)
+    link = QuicLink(quic, target, _Sender(sock, connected=True).send, ack_delay=ack_delay)
     link.handler = handler
     quic.connect(target, now=trio.current_time())
 
     async def reader() -> None:
         with sock:
             while True:
-                try:
-                    data = await sock.recv(MAX_DATAGRAM)
-                except ConnectionRefusedError:
-                    # ICMP port unreachable: nobody listens there.  Before the
-                    # handshake that is a failed dial; after it, a blip that
-                    # the connection's idle timeout judges.
-                    if not link.handshake_complete:
-                        link.abort("connection refused")
-                    continue
-                except OSError:
-                    continue
-                link.deliver(data, target)
+                await trio.lowlevel.wait_readable(sock)
+                for _ in range(READ_BATCH):
+                    try:
+                        data = sock.recv(MAX_DATAGRAM)
+                    except BlockingIOError:
+                        break
+                    except ConnectionRefusedError:
+                        # ICMP port unreachable: nobody listens there.  Before the
+                        # handshake that is a failed dial; after it, a blip that
+                        # the connection's idle timeout judges.
+                        if not link.handshake_complete:
+                            link.abort("connection refused")
+                        continue
+                    except OSError:
+                        continue
+                    link.deliver(data, target)
 
     async def run_link() -> None:
         async with trio.open_nursery() as inner:
@@ -271,6 +357,7 @@ class QuicServer:
     Session resumption (and with it 0-RTT) is off unless both ticket callbacks
     are given: `session_ticket_handler` stores each ticket the server issues,
     `session_ticket_fetcher` looks one up by label when a client resumes.
+    `ack_delay` applies to every accepted link (see QuicLink).
     """
 
     def __init__(
@@ -282,8 +369,10 @@ class QuicServer:
         max_connections_per_host: int = 64,
         session_ticket_fetcher: SessionTicketFetcher | None = None,
         session_ticket_handler: SessionTicketHandler | None = None,
+        ack_delay: float | None = None,
     ) -> None:
         assert not configuration.is_client
+        self.ack_delay = ack_delay
         self.configuration = configuration
         self.handler_factory = handler_factory
         self.max_connections = max_connections
@@ -300,49 +389,62 @@ class QuicServer:
         self, listen: Address, *, task_status: trio.TaskStatus[Addr] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve until cancelled; reports the bound address through task_status."""
-        sock = udp_socket()
+        sock = _udp_socket()
         with sock:
-            await sock.bind(ipv6_addr(listen))
+            sock.bind(ipv6_addr(listen))
             self.local = sock.getsockname()
+            await trio.lowlevel.checkpoint()
             async with trio.open_nursery() as nursery:
                 task_status.started(self.local)
                 await self._read(sock, nursery)
 
-    async def _read(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
-        async def send(data: bytes, addr: Addr) -> None:
-            await sock.sendto(data, addr)
-
-        cid_length = self.configuration.connection_id_length
+    async def _read(self, sock: socket.socket, nursery: trio.Nursery) -> None:
+        send = _Sender(sock, connected=False).send
         while True:
-            try:
-                data, addr = await sock.recvfrom(MAX_DATAGRAM)
-            except OSError:
-                continue
-            try:
-                header = pull_quic_header(Buffer(data=data), host_cid_length=cid_length)
-            except ValueError:
-                continue  # not QUIC: ignore, as RFC 9000 section 5.2.2 allows
-            if (
-                header.version is not None
-                and header.version not in self.configuration.supported_versions
-            ):
-                await send(
-                    encode_quic_version_negotiation(
-                        source_cid=header.destination_cid,
-                        destination_cid=header.source_cid,
-                        supported_versions=self.configuration.supported_versions,
-                    ),
-                    addr,
-                )
-                continue
-            link = self._routes.get(header.destination_cid)
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(READ_BATCH):
+                try:
+                    data, addr = sock.recvfrom(MAX_DATAGRAM)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    continue
+                negotiation = self._route(data, addr, send, nursery)
+                if negotiation is not None:
+                    await send(negotiation, addr)
+
+    def _route(
+        self,
+        data: bytes,
+        addr: Addr,
+        send: Callable[[bytes, Addr], Awaitable[None]],
+        nursery: trio.Nursery,
+    ) -> bytes | None:
+        """Hand one datagram to its link (or a new one); a version negotiation to send back."""
+        try:
+            header = pull_quic_header(
+                Buffer(data=data), host_cid_length=self.configuration.connection_id_length
+            )
+        except ValueError:
+            return None  # not QUIC: ignore, as RFC 9000 section 5.2.2 allows
+        if (
+            header.version is not None
+            and header.version not in self.configuration.supported_versions
+        ):
+            return encode_quic_version_negotiation(
+                source_cid=header.destination_cid,
+                destination_cid=header.source_cid,
+                supported_versions=self.configuration.supported_versions,
+            )
+        link = self._routes.get(header.destination_cid)
+        if link is None:
+            if header.packet_type != QuicPacketType.INITIAL or len(data) < 1200:
+                return None
+            link = self._accept(header.destination_cid, addr, send, nursery)
             if link is None:
-                if header.packet_type != QuicPacketType.INITIAL or len(data) < 1200:
-                    continue
-                link = self._accept(header.destination_cid, addr, send, nursery)
-                if link is None:
-                    continue
-            link.deliver(data, addr)
+                return None
+        link.deliver(data, addr)
+        return None
 
     def _accept(
         self,
@@ -363,7 +465,7 @@ class QuicServer:
             session_ticket_fetcher=self.session_ticket_fetcher,
             session_ticket_handler=self.session_ticket_handler,
         )
-        link = QuicLink(quic, addr, send)
+        link = QuicLink(quic, addr, send, ack_delay=self.ack_delay)
         link.handler = _Routing(self, link, self.handler_factory(link))
         self.links.add(link)
         self._per_host[host] = self._per_host.get(host, 0) + 1
