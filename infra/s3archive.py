@@ -248,6 +248,19 @@ class S3Archive:
                 )
         return result
 
+    def put_over(self, key: str, data: bytes) -> None:
+        """Write `data` under `key` whatever is there (the bucket's versioning keeps the
+        old object).  Only for what a previous consensus epoch archived beyond the
+        point a restored cluster started from (trustchain.node.archive)."""
+
+        def put() -> None:
+            self.s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+
+        try:
+            self._call("PUT", key, put)
+        except ClientError as exc:
+            raise self._fail("PUT", key, exc) from None
+
     def put_latest(self, key: str, data: bytes, check: Callable[[bytes], Latest]) -> Latest:
         """Replace the mutable pointer `key` (``checkpoint``) by `data` if `check` says so.
 

@@ -44,7 +44,7 @@ import math
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -58,8 +58,10 @@ from hypercorn.trio.tcp_server import TCPServer
 from trustchain.consensus.proofs.codec import decode_bundle
 from trustchain.consensus.proofs.errors import ProofRejected
 from trustchain.ct.server import hypercorn_config
+from trustchain.infra.metrics import OperationType
 from trustchain.node.app import NodeApp, PublicApp, RequestRefused, pem_chain
 from trustchain.node.ca.revocation import RevocationReason, RevocationRecord, sign_crl
+from trustchain.node.cloudwatch import Reporter
 from trustchain.node.config import Address
 from trustchain.node.log import EventLogger
 from trustchain.node.state import RevokeRequest, encode_revoke
@@ -137,9 +139,10 @@ class ApiMetrics:
     requests: int = 0
     refused: int = 0
     rate_limited: int = 0
-    issued: int = 0
-    validated: int = 0
-    revoked: int = 0
+    operations: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("issue", "validate", "revoke"), 0)
+    )
+    """Answered certificate operations by kind (CloudWatch's OperationType)."""
     issue_seconds: float = 0.0
 
 
@@ -170,8 +173,11 @@ class ApiApp:
         rate_limit: int,
         log: EventLogger,
         clock: Callable[[], float] = time.monotonic,
+        reporter: Reporter | None = None,
     ) -> None:
         self.app = app
+        self.reporter = reporter
+        """CloudWatch (trustchain.node.cloudwatch), if the node reports there."""
         self.public = PublicApp(app)
         self.allow = [ipaddress.IPv6Network(n) for n in allow]
         self.limiter = RateLimiter(rate_limit)
@@ -287,7 +293,7 @@ class ApiApp:
             if path.startswith(prefix):
                 status, doc = self.public.status_response(path[len(prefix) :])
                 if status == 200:
-                    self.metrics.validated += 1
+                    self._count("validate")
                     return status, doc
                 raise _Refusal(status, doc["error"], doc["message"])
         if path == "/v1/status":
@@ -322,8 +328,8 @@ class ApiApp:
             status = exc.status if exc.status >= 500 else 400
             code = exc.code if exc.status >= 500 else _error_code(str(exc))
             raise _Refusal(status, code, str(exc)) from None
-        self.metrics.issued += 1
         self.metrics.issue_seconds += time.monotonic() - started
+        self._count("issue", time.monotonic() - started)
         return 200, {
             "serial": f"{_serial(issued.certificate):x}",
             "certificate": pem_chain(issued.chain).decode(),
@@ -355,7 +361,7 @@ class ApiApp:
         except RequestRefused as exc:
             status = exc.status if exc.status >= 500 else 400
             raise _Refusal(status, _error_code(str(exc)), str(exc)) from None
-        self.metrics.revoked += 1
+        self._count("revoke")
         return 200, {"serial": f"{serial:x}", "revoked": True, "height": height}
 
     def _status_by_hash(self, query: str) -> tuple[int, Any]:
@@ -371,7 +377,7 @@ class ApiApp:
         if serial is None:
             raise _Refusal(404, "unknown_certificate", f"no certificate with leaf hash {value}")
         status, doc = self.public.status_response(f"{serial:x}")
-        self.metrics.validated += 1
+        self._count("validate")
         return status, doc
 
     async def _beacon(self, _: dict[str, Any]) -> tuple[int, Any]:
@@ -416,6 +422,11 @@ class ApiApp:
             app.issuer_signer, issuer, records, this_update=now, number=self.crl_number
         )
 
+    def _count(self, op: OperationType, seconds: float | None = None) -> None:
+        self.metrics.operations[op] += 1
+        if self.reporter is not None:
+            self.reporter.operation(op, seconds)
+
     def _prometheus(self) -> str:
         m = self.metrics
         lines = [
@@ -423,14 +434,16 @@ class ApiApp:
             f"trustchain_api_requests_total {m.requests}",
             f"trustchain_api_refused_total {m.refused}",
             f"trustchain_api_rate_limited_total {m.rate_limited}",
-            'trustchain_certificate_operations_total{operation="issue"} ' + str(m.issued),
-            'trustchain_certificate_operations_total{operation="validate"} ' + str(m.validated),
-            'trustchain_certificate_operations_total{operation="revoke"} ' + str(m.revoked),
+            *(
+                f'trustchain_certificate_operations_total{{operation="{op}"}} {n}'
+                for op, n in m.operations.items()
+            ),
             f"trustchain_issue_seconds_total {m.issue_seconds:.6f}",
             f"trustchain_height {self.app.state.height}",
             f"trustchain_log_size {self.app.state.edge.size}",
         ]
-        return "\n".join(lines) + "\n"
+        archive = self.app.archiver.prometheus() if self.app.archiver else ""
+        return "\n".join(lines) + "\n" + archive
 
 
 def _field_bytes(doc: dict[str, Any], name: str, *, pem_label: str = "") -> bytes:
@@ -459,13 +472,14 @@ async def serve_api(
     allow: tuple[str, ...],
     rate_limit: int,
     log: EventLogger,
+    reporter: Reporter | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API until cancelled; reports the bound URLs."""
     config = hypercorn_config(listen.host, listen.port, tls_cert, tls_key)
     config.ca_certs = str(client_ca)
     config.verify_mode = ssl.CERT_REQUIRED
-    asgi = ApiApp(app, allow=allow, rate_limit=rate_limit, log=log)
+    asgi = ApiApp(app, allow=allow, rate_limit=rate_limit, log=log, reporter=reporter)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(partial(serve, cast(Any, asgi), config))
         log.info("api.listening", urls=binds)

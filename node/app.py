@@ -36,7 +36,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import trio
@@ -52,7 +52,9 @@ from trustchain.ct.checkpoint import (
     RFC6962NoteSigner,
     RFC6962NoteVerifier,
     Voter,
+    decode_rfc6962_signature,
     merge_cosignatures,
+    open_checkpoint,
     parse_checkpoint,
     sign_checkpoint,
     verify_cosigned,
@@ -91,6 +93,9 @@ from trustchain.node.state import (
     encode_issue,
 )
 
+if TYPE_CHECKING:
+    from trustchain.node.archive import Archiver
+
 FINAL_WAIT = 10.0
 """Seconds the issuing node waits for an SCT quorum after its request committed."""
 BYZANTINE_ENV = "TRUSTCHAIN_TEST_BYZANTINE"
@@ -127,10 +132,14 @@ class ReplicatedLog(CTLog):
     """The latest checkpoint cosigned by more than 2/3 of the power."""
 
     @classmethod
-    async def open_replicated(cls, data_dir: Path, signer: Signer, origin: str) -> ReplicatedLog:
+    async def open_replicated(
+        cls, data_dir: Path, signer: Signer, origin: str, cosigners: Sequence[Voter] = ()
+    ) -> ReplicatedLog:
         data_dir.mkdir(parents=True, exist_ok=True)
         first = data_dir / "checkpoint"
-        if not first.exists():
+        if first.exists():
+            await _sign_restored(first, signer, origin, cosigners)
+        else:
             # The empty tree at timestamp 0: a standalone log would use the wall clock,
             # but leaf timestamps must be the blocks' (never before a checkpoint's).
             signed = await sign_checkpoint(
@@ -172,6 +181,38 @@ class ReplicatedLog(CTLog):
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(note)
         tmp.replace(path)
+
+
+async def _sign_restored(
+    path: Path, signer: Signer, origin: str, cosigners: Sequence[Voter]
+) -> None:
+    """Add our signature to a restored checkpoint that a quorum cosigned without us.
+
+    `trustchain restore` writes the cluster's cosigned checkpoint as the log's
+    own; a validator that was not among its signers could not open its store.
+    Only a checkpoint that more than 2/3 of the power signed is signed again
+    (the restore verified the tree under it); anything else is left for the
+    store to refuse.
+    """
+    raw = path.read_bytes()
+    try:
+        open_checkpoint(raw, RFC6962NoteVerifier(origin, signer.public_key()))
+        return
+    except CheckpointError:
+        pass
+    try:
+        cosigned = verify_cosigned(raw, cosigners, origin=origin)
+        stamps = [decode_rfc6962_signature(s.signature)[0] for s in parse_note(raw).signatures]
+    except (CheckpointError, NoteError, ValueError):
+        return
+    signed = await sign_checkpoint(
+        cosigned.checkpoint,
+        [RFC6962NoteSigner(origin, signer, max(stamps))],
+        parse_note(raw).signatures,
+    )
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(signed)
+    tmp.replace(path)
 
 
 # --- applied blocks (SQLite adapter) --------------------------------------------------
@@ -295,11 +336,7 @@ class NodeApp:
         # op id -> validator name -> SCT; SCTs for requests this node issues.
         self._scts: dict[bytes, dict[str, SignedCertificateTimestamp]] = {}
         self._cosig: dict[int, bytes] = {}
-        self._voters = [
-            Voter(v.name, RFC6962NoteVerifier(self.origin, v.log_key), v.power)
-            for v in ca.validators
-            if v.log_key is not None
-        ]
+        self._voters = ca.checkpoint_voters(self.origin)
         self.issued = 0
         self.applied_height = 0
         self.byzantine = byzantine
@@ -310,6 +347,8 @@ class NodeApp:
         self._cosigned_changed = trio.Event()
         """Set (and replaced) whenever the cosigned checkpoint advances."""
         self._voter_power = {(v.verifier.name, v.verifier.key_id): v.power for v in self._voters}
+        self.archiver: Archiver | None = None
+        """The S3 archive of this node's log and state (set by the daemon), if any."""
         self._cosigned_at = (
             parse_checkpoint(parse_note(ctlog.cosigned).text).size if ctlog.cosigned else -1
         )

@@ -39,6 +39,7 @@ retried with backoff for ever, and ``trustchain_archive_region_up`` drops to 0
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -49,10 +50,12 @@ from typing import Any, Literal, TypeVar, cast
 import msgpack
 import trio
 
+from trustchain.consensus.core import Anchor
 from trustchain.ct.checkpoint import Checkpoint, CheckpointError, parse_checkpoint
 from trustchain.ct.note import NoteError, parse_note
 from trustchain.ct.tiles import (
     DATA,
+    TILE_HEIGHT,
     TILE_WIDTH,
     TileID,
     TreeEdge,
@@ -63,6 +66,7 @@ from trustchain.ct.tiles import (
 from trustchain.infra.s3archive import ArchiveConflict, ArchiveError, Latest, S3Archive, s3_client
 from trustchain.node.config import ConfigError, Key, check_table
 from trustchain.node.log import EventLogger
+from trustchain.node.state import parse_commitment
 
 Mode = Literal["both", "local"]
 HASH_SIZE = 32
@@ -270,9 +274,25 @@ def same_text(note: bytes) -> Callable[[bytes], bool]:
     return same
 
 
-def state_key(first: int, last: int) -> str:
-    """The key of the state segment holding blocks `first`..`last` (lexical = numeric order)."""
-    return f"state/{first:020d}-{last:020d}"
+def state_key(first: int, last: int, epoch: int = 0) -> str:
+    """The key of the state segment holding blocks `first`..`last` (lexical = numeric order)
+    archived in the consensus epoch anchored at block `epoch` (0: the genesis epoch)."""
+    key = f"state/{first:020d}-{last:020d}"
+    return key + (f".e{epoch:020d}" if epoch else "")
+
+
+def parse_state_key(key: str) -> tuple[int, int, int] | None:
+    """(first, last, epoch) of a `state_key`, or None for another key."""
+    m = re.fullmatch(r"state/(\d{20})-(\d{20})(?:\.e(\d{20}))?", key)
+    if m is None or int(m[1]) < 1 or int(m[2]) < int(m[1]):
+        return None
+    return int(m[1]), int(m[2]), int(m[3] or 0)
+
+
+def tile_end(tile: TileID) -> int:
+    """One past the last log entry that `tile` covers."""
+    level = 0 if tile.level == DATA else tile.level
+    return (tile.index * TILE_WIDTH + tile.width) << (TILE_HEIGHT * level)
 
 
 def read_blocks(state_db: Path, after: int, limit: int = 4096) -> list[tuple[int, bytes]]:
@@ -315,15 +335,26 @@ class RegionState:
     """Failed rounds."""
     objects: int = 0
     """Objects uploaded (created, not already there)."""
+    replaced: int = 0
+    """Tiles of a previous epoch's unacknowledged tail written over."""
     changed: trio.Event = field(default_factory=trio.Event)
     """Set (and replaced) whenever `size` advances."""
 
 
-def archive_round(ct_dir: Path, state_db: Path, region: RegionState, note: bytes) -> int:
+def archive_round(
+    ct_dir: Path, state_db: Path, region: RegionState, note: bytes, anchor: Anchor | None = None
+) -> int:
     """One upload round to one region (blocking: runs in a worker thread).
 
     Returns the archived size.  Raises ArchiveError (the caller retries later) or
     ArchiveConflict (the region holds data inconsistent with this log).
+
+    In a consensus epoch started from the archive (`anchor`), a tile that covers
+    entries past the anchor's log size and holds other data is the previous
+    epoch's tail: entries its cluster logged but never got archived under a
+    checkpoint, so never acknowledged.  It is written over (versioning keeps
+    it).  State segments carry the epoch in their key, so a restore can tell
+    the previous epoch's blocks past the anchor from this one's.
     """
     cp = note_checkpoint(note)
     a = region.archive
@@ -336,15 +367,24 @@ def archive_round(ct_dir: Path, state_db: Path, region: RegionState, note: bytes
             if a.put_immutable(key, path.read_bytes()) == "created":
                 region.objects += 1
             region.issuers.add(key)
+    anchor_size = parse_commitment(anchor.state)[0] if anchor else None
     for tile in tiles_between(max(region.size, 0), cp.size):
-        if a.put_immutable(tile.path(), read_tile(ct_dir, tile)) == "created":
-            region.objects += 1
+        data = read_tile(ct_dir, tile)
+        try:
+            if a.put_immutable(tile.path(), data) == "created":
+                region.objects += 1
+        except ArchiveConflict:
+            if anchor_size is None or tile_end(tile) <= anchor_size:
+                raise
+            a.put_over(tile.path(), data)
+            region.replaced += 1
     blocks = read_blocks(state_db, region.height)
     if blocks:
         # One object per round: blocks (height, state.db bytes) since the last round.
         first, last = blocks[0][0], blocks[-1][0]
         body = msgpack.packb([[h, b] for h, b in blocks], use_bin_type=True)
-        if a.put_immutable(state_key(first, last), body) == "created":
+        key = state_key(first, last, anchor.height if anchor else 0)
+        if a.put_immutable(key, body) == "created":
             region.objects += 1
         region.height = last
 
@@ -378,8 +418,11 @@ class Archiver:
         *,
         clients: Mapping[str, Any] | None = None,
         poll: float = 0.005,
+        anchor: Anchor | None = None,
     ) -> None:
         self.settings = settings
+        self.anchor = anchor
+        """Where this node's consensus epoch started, if it was restored (node.epoch)."""
         self.ct_dir = data_dir / "ct"
         self.state_db = data_dir / "state.db"
         self.cosigned = cosigned
@@ -415,7 +458,10 @@ class Archiver:
 
         async def issue_durably(*args: Any, **kwargs: Any) -> Any:
             result = await issue(*args, **kwargs)
-            if not await self.wait_archived(result.leaf_index + 1, self.settings.wait_timeout):
+            # The checkpoint in the answer is acknowledged too: a failover must not
+            # fork the log under a tree head a client was given.
+            size = max(result.leaf_index + 1, note_checkpoint(result.checkpoint.encode()).size)
+            if not await self.wait_archived(size, self.settings.wait_timeout):
                 waiting = [
                     r.settings.name for r in self._waited_for() if r.size <= result.leaf_index
                 ]
@@ -457,9 +503,16 @@ class Archiver:
                 continue
             started = time.monotonic()
             try:
+                replaced = region.replaced
                 archived = await trio.to_thread.run_sync(
-                    archive_round, self.ct_dir, self.state_db, region, note, abandon_on_cancel=True
-                )
+                    archive_round, self.ct_dir, self.state_db, region, note, self.anchor,
+                    abandon_on_cancel=True,
+                )  # fmt: skip
+                if region.replaced > replaced:
+                    self.log.warning(
+                        "archive.previous_epoch_tail_replaced", region=name,
+                        tiles=region.replaced - replaced,
+                    )  # fmt: skip
             except ArchiveConflict as exc:
                 region.up, region.errors = False, region.errors + 1
                 self.log.error("archive.conflict", region=name, error=str(exc))

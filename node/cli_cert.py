@@ -132,25 +132,52 @@ def load_account(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def make_bundle_for(
+@dataclass(frozen=True)
+class EpochProofs:
+    """An account's space and time proofs for the cluster's latest epoch with a beacon.
+
+    They are made once per epoch (the expensive part); `bundle` adds the
+    per-request work and stake proofs.
+    """
+
+    account: Ed25519PrivateKey
+    chain_id: str
+    epoch: int
+    work_bits: int
+    space: Any
+    """trustchain.consensus.proofs.space.SpaceProof"""
+    time: Any
+    """trustchain.consensus.proofs.vdf.TimeProof"""
+
+    def bundle(self, csr_der: bytes) -> bytes:
+        """The encoded four-proof bundle for a request with this CSR."""
+        from trustchain.consensus.proofs.codec import encode_bundle
+        from trustchain.consensus.proofs.prover import make_bundle
+        from trustchain.node.state import request_hash
+
+        return encode_bundle(
+            make_bundle(
+                self.account, self.chain_id, epoch=self.epoch, request=request_hash(csr_der),
+                space=self.space, time=self.time, work_bits=self.work_bits,
+            )
+        )  # fmt: skip
+
+
+def epoch_proofs(
     client: ApiClient,
     account: Ed25519PrivateKey,
     plot_path: Path,
-    csr_der: bytes,
     progress: Callable[[str], None] = lambda text: None,
-) -> bytes:
-    """The four-proof bundle for `csr_der` in the cluster's latest epoch with a beacon."""
+) -> EpochProofs:
+    """Make `account`'s space and time proofs for the cluster's latest epoch."""
     import chiapos
 
-    from trustchain.consensus.proofs.codec import encode_bundle
     from trustchain.consensus.proofs.errors import ProverError
     from trustchain.consensus.proofs.hashing import account_id
     from trustchain.consensus.proofs.ledger import raw_public_key
     from trustchain.consensus.proofs.policy import Policy
-    from trustchain.consensus.proofs.prover import make_bundle
     from trustchain.consensus.proofs.space import make_space_proof
     from trustchain.consensus.proofs.vdf import make_time_proof
-    from trustchain.node.state import request_hash
 
     info = client.call("GET", "/v1/beacon")
     policy = Policy(**info["policy"])
@@ -161,7 +188,6 @@ def make_bundle_for(
     if not plot_path.is_file():
         raise UserError(f"--plot {plot_path}: no such file; make one with `trustchain proof plot`")
     plot = chiapos.DiskProver(str(plot_path))
-    started = time.monotonic()
     try:
         space = make_space_proof(plot, public, aid, beacon, policy)
     except ProverError as exc:
@@ -169,20 +195,37 @@ def make_bundle_for(
     progress(f"space proof (k={space.k}, challenge {space.index}) for epoch {epoch}")
     time_proof = make_time_proof(beacon, aid, policy.vdf_iterations)
     progress(f"time proof ({policy.vdf_iterations} VDF iterations)")
-    bundle = make_bundle(
-        account,
-        info["chain_id"],
-        epoch=epoch,
-        request=request_hash(csr_der),
-        space=space,
-        time=time_proof,
-        work_bits=policy.work_bits,
-    )
+    return EpochProofs(account, info["chain_id"], epoch, policy.work_bits, space, time_proof)
+
+
+def make_bundle_for(
+    client: ApiClient,
+    account: Ed25519PrivateKey,
+    plot_path: Path,
+    csr_der: bytes,
+    progress: Callable[[str], None] = lambda text: None,
+) -> bytes:
+    """The four-proof bundle for `csr_der` in the cluster's latest epoch with a beacon."""
+    started = time.monotonic()
+    proofs = epoch_proofs(client, account, plot_path, progress)
+    bundle = proofs.bundle(csr_der)
     progress(
-        f"work ({policy.work_bits} bits) and stake signature; "
+        f"work ({proofs.work_bits} bits) and stake signature; "
         f"proofs took {time.monotonic() - started:.2f} s"
     )
-    return encode_bundle(bundle)
+    return bundle
+
+
+def issue_body(account: Ed25519PrivateKey, csr_der: bytes, bundle: bytes) -> dict[str, Any]:
+    """The JSON body of POST /v1/issue."""
+    from trustchain.consensus.proofs.hashing import account_id
+    from trustchain.consensus.proofs.ledger import raw_public_key
+
+    return {
+        "csr": base64.b64encode(csr_der).decode(),
+        "account": account_id(raw_public_key(account)).hex(),
+        "bundle": base64.b64encode(bundle).decode(),
+    }
 
 
 def request_certificate(
@@ -192,16 +235,8 @@ def request_certificate(
     csr_der: bytes,
     progress: Callable[[str], None] = lambda text: None,
 ) -> dict[str, Any]:
-    from trustchain.consensus.proofs.hashing import account_id
-    from trustchain.consensus.proofs.ledger import raw_public_key
-
     bundle = make_bundle_for(client, account, plot_path, csr_der, progress)
-    body = {
-        "csr": base64.b64encode(csr_der).decode(),
-        "account": account_id(raw_public_key(account)).hex(),
-        "bundle": base64.b64encode(bundle).decode(),
-    }
-    doc: dict[str, Any] = client.call("POST", "/v1/issue", body)
+    doc: dict[str, Any] = client.call("POST", "/v1/issue", issue_body(account, csr_der, bundle))
     return doc
 
 

@@ -252,6 +252,8 @@ class NodeConfig:
     archive: dict[str, Any] | None = None
     """The [archive] table (checked by trustchain.node.archive.parse_archive_section);
     None: no S3 archive."""
+    cloudwatch: dict[str, Any] | None = None
+    """The [cloudwatch] table (checked by trustchain.node.cloudwatch); None: no CloudWatch."""
     validity_days: int = 30
     """Validity of the certificates this node issues (at most the [ca] policy's maximum)."""
     api_listen: Address | None = None
@@ -287,6 +289,7 @@ _NODE_KEYS = {
     "server_tls_key": Key(_string, default=None),
     "dns": Key(_typed(dict, "a table [dns]"), default=None),
     "archive": Key(_typed(dict, "a table [archive]"), default=None),
+    "cloudwatch": Key(_typed(dict, "a table [cloudwatch]"), default=None),
     "validity_days": Key(_int_range(1, 398), default=30),
     "api_listen": Key(_address, default=None),
     "api_client_ca": Key(_string, default=None),
@@ -371,6 +374,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         server_tls_key=_optional_path(base, values["server_tls_key"]),
         dns=values["dns"],
         archive=values["archive"],
+        cloudwatch=values["cloudwatch"],
         validity_days=values["validity_days"],
         api_listen=values["api_listen"],
         api_client_ca=_optional_path(base, values["api_client_ca"]),

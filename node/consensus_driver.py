@@ -31,6 +31,7 @@ from trustchain.consensus.messages import Block, Message, Operation, Timeout, Vo
 from trustchain.consensus.storage import SqliteStorage
 from trustchain.consensus.validators import Member, ValidatorSet
 from trustchain.node.config import Address, Genesis
+from trustchain.node.epoch import Epoch
 from trustchain.node.framing import FrameDecoder, FrameError, encode_frame
 from trustchain.node.log import EventLogger
 from trustchain.node.peer import PeerNetwork
@@ -63,9 +64,11 @@ class NoOpApplication:
         return h.digest()
 
 
-def validator_set(genesis: Genesis) -> ValidatorSet:
+def validator_set(genesis: Genesis, chain_id: str | None = None) -> ValidatorSet:
+    """The genesis validators, signing for `chain_id` (a restored cluster's epoch) or genesis'."""
     return ValidatorSet(
-        genesis.chain_id, [Member(v.name, v.public_key, v.power) for v in genesis.validators]
+        chain_id or genesis.chain_id,
+        [Member(v.name, v.public_key, v.power) for v in genesis.validators],
     )
 
 
@@ -82,14 +85,16 @@ class ConsensusDriver:
         *,
         app: Application | None = None,
         core_class: type[Core] = Core,
+        epoch: Epoch | None = None,
     ) -> None:
         self.name = name
         self.network = network
         self.log = log
         self.storage = SqliteStorage(data_dir / "consensus.db")
         self.core = core_class(
-            name, key, validator_set(genesis), app or NoOpApplication(genesis.chain_id),
-            self.storage.load(), config,
+            name, key, validator_set(genesis, epoch.chain_id if epoch else None),
+            app or NoOpApplication(genesis.chain_id), self.storage.load(), config,
+            anchor=epoch.anchor if epoch else None,
         )  # fmt: skip
         # The application's hooks (trustchain.node.app), called from the loop task:
         # for each block committed (height order, before client waiters are

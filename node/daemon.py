@@ -35,6 +35,7 @@ from trustchain.consensus.core import Config, Core
 from trustchain.node import identity
 from trustchain.node.config import ConfigError, Genesis, NodeConfig, load_genesis
 from trustchain.node.consensus_driver import ConsensusDriver, serve_clients, validator_set
+from trustchain.node.epoch import Epoch, check_epoch_state, load_epoch
 from trustchain.node.errors import UserError
 from trustchain.node.log import EventLogger, get_logger
 from trustchain.node.peer import PeerNetwork
@@ -145,6 +146,9 @@ async def run(config: NodeConfig) -> None:
     notifier = Notifier()
     network = PeerNetwork(me, genesis, config.listen, config.peer)
     settings = config.consensus
+    epoch = load_epoch(config.data_dir, genesis.chain_id)
+    if epoch is not None:
+        log.info("node.epoch", chain=epoch.chain_id, anchor_height=epoch.anchor.height)
     state = None
     if config.hsm is not None:
         from trustchain.node.ca.genesis import load_ca_genesis
@@ -153,7 +157,7 @@ async def run(config: NodeConfig) -> None:
         state = ReplicatedState(
             genesis,
             load_ca_genesis(config.genesis),
-            validator_set(genesis),
+            validator_set(genesis, epoch.chain_id if epoch else None),
             accept_invalid="accept-invalid" in _byzantine(),
         )
     consensus = ConsensusDriver(
@@ -170,12 +174,13 @@ async def run(config: NodeConfig) -> None:
         get_logger("consensus", node=config.name),
         app=state,
         core_class=Core if state is None else AppCore,
+        epoch=epoch,
     )
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             app = None
             if state is not None:
-                app = await _open_app(config, genesis, state, network, consensus, nursery)
+                app = await _open_app(config, genesis, state, network, consensus, nursery, epoch)
             await nursery.start(network.run)
             log.info("node.started", listen=str(config.listen), validators=len(genesis.validators))
             nursery.start_soon(_serve_messages, network, consensus, log, app)
@@ -213,6 +218,7 @@ async def _open_app(
     network: PeerNetwork,
     consensus: ConsensusDriver,
     nursery: trio.Nursery,
+    epoch: Epoch | None,
 ) -> Any:
     """Open the HSM keys, the CT store and the DNS zone; recover; start the services."""
     from hypercorn.trio import serve
@@ -234,7 +240,9 @@ async def _open_app(
     issuer = await open_issuer(hsm_config)
     log_signer = await hsm.Pkcs11Signer.open(hsm_config.settings, hsm_config.label("ct_log"))
     origin = f"{genesis.chain_id}.ct.trustchain"
-    ctlog = await ReplicatedLog.open_replicated(config.data_dir / "ct", log_signer, origin)
+    ctlog = await ReplicatedLog.open_replicated(
+        config.data_dir / "ct", log_signer, origin, state.ca.checkpoint_voters(origin)
+    )
     authority = None
     dns_section = None
     if config.dns is not None:
@@ -269,6 +277,8 @@ async def _open_app(
 
     state.find_block = find_block
     await app.recover(core.blocks, core.committed_id)
+    if epoch is not None:
+        check_epoch_state(epoch, state.height, state.edge.commitment(), config.data_dir)
     core.on_vote = app.on_vote
     consensus.on_committed = app.on_committed
     consensus.on_evidence = app.on_evidence
@@ -277,9 +287,20 @@ async def _open_app(
         from trustchain.node.archive import Archiver, parse_archive_section
 
         archive = parse_archive_section(str(config.path), config.archive, config.path.parent)
-        archiver = Archiver(archive, config.data_dir, lambda: ctlog.cosigned, log)
+        archiver = Archiver(
+            archive, config.data_dir, lambda: ctlog.cosigned, log,
+            anchor=epoch.anchor if epoch else None,
+        )  # fmt: skip
         await nursery.start(archiver.run)
         app.issue = archiver.durable(app.issue)  # type: ignore[method-assign]
+        app.archiver = archiver
+    reporter = None
+    if config.cloudwatch is not None:
+        from trustchain.node.cloudwatch import Reporter, parse_cloudwatch_section
+
+        settings = parse_cloudwatch_section(str(config.path), config.cloudwatch, config.path.parent)
+        reporter = Reporter(settings, log, archiver=app.archiver)
+        await nursery.start(reporter.run)
     if config.ct_listen is not None:
         if config.server_tls_cert is None or config.server_tls_key is None:
             raise ConfigError(f"{config.path}: ct_listen needs server_tls_cert and server_tls_key")
@@ -303,7 +324,7 @@ async def _open_app(
                 serve_api, app, config.api_listen, tls_cert=config.server_tls_cert,
                 tls_key=config.server_tls_key, client_ca=config.api_client_ca,
                 allow=config.api_allow, rate_limit=config.api_rate_limit,
-                log=get_logger("api", node=config.name),
+                log=get_logger("api", node=config.name), reporter=reporter,
             )
         )  # fmt: skip
     if dns_section is not None and authority is not None:

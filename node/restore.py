@@ -4,8 +4,10 @@ Nothing is trusted because it is in the bucket.  In order:
 
 1. the latest ``checkpoint`` must be cosigned by validators holding more than
    2/3 of the genesis power (their CT log keys from genesis ``[ca]``);
-2. it must not be rolled back: no archived ``checkpoints/<size>`` is larger,
-   and it must not be smaller than a checkpoint already in DIR;
+2. it must not be rolled back: if an archived ``checkpoints/<size>`` is larger
+   (the pointer was rolled back, or the node writing it died before updating
+   it), that one is restored instead if a quorum cosigned it, else the restore
+   is refused; and it must not be smaller than a checkpoint already in DIR;
 3. every tile of its tree is downloaded and checked: each full hash tile hashes
    to its entry one level up, the edge hashes to the checkpoint's root, every
    entry bundle matches its level-0 hashes, every precertificate in a bundle
@@ -13,8 +15,8 @@ Nothing is trusted because it is in the bucket.  In order:
    certificate its SHA-256 name; every archived checkpoint up to that size must
    have the root these hash tiles give (no fork in the history; one whose
    signatures fail is reported as tampered, a cosigned one as a fork);
-4. the committed blocks (``state/<first>-<last>`` segments, overlapping when
-   several validators archive) are replayed through the state machine from
+4. the committed blocks (``state/<first>-<last>[.e<anchor>]`` segments,
+   overlapping when several validators archive) are replayed through the state machine from
    genesis: each block must extend the state before it (its state commitment
    is the log size and root after its parent), and the log the replay ends
    with must be the checkpoint's tree.
@@ -30,19 +32,18 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
 
+from trustchain.consensus.core import Anchor
 from trustchain.consensus.messages import Block, genesis_block
 from trustchain.ct import merkle
 from trustchain.ct.checkpoint import (
     CheckpointError,
-    RFC6962NoteVerifier,
-    Voter,
     verify_cosigned,
 )
 from trustchain.ct.merkle import HASH_SIZE
@@ -62,7 +63,8 @@ from trustchain.ct.tiles import (
     tiles_of,
 )
 from trustchain.infra.s3archive import S3Archive
-from trustchain.node.archive import note_checkpoint
+from trustchain.node.archive import note_checkpoint, parse_state_key
+from trustchain.node.epoch import write_epoch
 
 Progress = Callable[[str], None]
 
@@ -85,6 +87,9 @@ class RestoreReport:
     """Tiles downloaded and verified."""
     seconds: float
     """Wall time of the restore."""
+    warnings: tuple[str, ...] = ()
+    """What was wrong in the archive but could be restored around (e.g. a rolled-back
+    latest checkpoint with a newer cosigned one in the history)."""
 
 
 def _block_from(data: bytes) -> Block:
@@ -101,24 +106,27 @@ def restore(
     *,
     progress: Progress = lambda text: None,
     workers: int = 16,
+    new_cluster: bool = False,
 ) -> RestoreReport:
-    """Verify one region's archive and write it into the node directory `directory`."""
+    """Verify one region's archive and write it into the node directory `directory`.
+
+    With `new_cluster`, the node is one validator of a cluster rebuilt from
+    this archive: its consensus history is dropped and ``epoch.toml`` anchors a
+    new consensus epoch at the last restored block (`trustchain.node.epoch`).
+    """
     from trustchain.node.app import AppliedStore
     from trustchain.node.ca.genesis import load_ca_genesis
     from trustchain.node.config import load_genesis
     from trustchain.node.consensus_driver import validator_set
-    from trustchain.node.state import ReplicatedState
+    from trustchain.node.state import ReplicatedState, state_commitment
 
     started = time.monotonic()
     genesis = load_genesis(genesis_path)
     ca = load_ca_genesis(genesis_path)
     origin = f"{genesis.chain_id}.ct.trustchain"
-    voters = [
-        Voter(v.name, RFC6962NoteVerifier(origin, v.log_key), v.power)
-        for v in ca.validators
-        if v.log_key is not None
-    ]
+    voters = ca.checkpoint_voters(origin)
     where = f"{archive.region}: s3://{archive.bucket}/{archive.prefix}"
+    warnings: list[str] = []
 
     # 1. the checkpoint and its quorum
     note = archive.get("checkpoint")
@@ -138,11 +146,27 @@ def restore(
         if k.split("/", 1)[1].isdigit()
     )
     if history and history[-1] > cp.size:
-        raise RestoreError(
-            f"{where}checkpoint: rolled back: it has {cp.size} entries but "
-            f"checkpoints/{history[-1]} was archived; the bucket was tampered with or an "
-            "old version restored"
+        # The latest pointer is older than the history: rolled back, or the archiving
+        # node died between writing checkpoints/N and the pointer.  Either way the
+        # newest checkpoint that a quorum cosigned is the one to restore.
+        newer_key = f"checkpoints/{history[-1]}"
+        newer = archive.get(newer_key)
+        try:
+            if newer is None:
+                raise CheckpointError("vanished while restoring")
+            cosigned = verify_cosigned(newer, voters, origin=origin)
+        except CheckpointError as exc:
+            raise RestoreError(
+                f"{where}checkpoint: rolled back: it has {cp.size} entries but "
+                f"{newer_key} was archived and does not verify ({exc}); the bucket was "
+                "tampered with or an old version restored"
+            ) from None
+        warnings.append(
+            f"checkpoint: rolled back to {cp.size} entries while {newer_key} is archived "
+            f"(tampering, or a node stopped between the two writes): restoring {newer_key}"
         )
+        progress(warnings[-1])
+        note, cp = newer, cosigned.checkpoint
     local = directory / "ct" / "cosigned-checkpoint"
     if local.exists():
         have = note_checkpoint(local.read_bytes()).size
@@ -277,41 +301,18 @@ def restore(
     progress(f"tiles verified against the root ({len(tiles)} tiles, {len(issuers)} issuers)")
 
     # 4. the replicated state
-    # Every validator archives its own segments (bounds differ between validators; a
-    # committed block is the same everywhere), so segments overlap and any one
-    # validator's series may stop (it crashed).  Interval cover: at each height take,
-    # of the segments holding the next block, the one reaching furthest.
-    segments: list[tuple[int, int, str]] = []
-    for key in archive.keys("state/"):
-        try:
-            first, last = (int(x) for x in key.split("/", 1)[1].split("-"))
-        except ValueError:
-            continue
-        if 1 <= first <= last:
-            segments.append((first, last, key))
-    segments.sort()
-    chain: list[tuple[int, str]] = []
-    height, at = 0, 0
-    while True:
-        best: tuple[int, str] | None = None
-        while at < len(segments) and segments[at][0] <= height + 1:
-            first, last, key = segments[at]
-            if last > height and (best is None or last > best[0]):
-                best = (last, key)
-            at += 1
-        if best is None:
-            break
-        chain.append((height, best[1]))
-        height = best[0]
+    chain = segment_cover(archive.keys("state/"))
     with ThreadPoolExecutor(workers) as pool:
-        raw_segments = list(pool.map(fetch, [key for _, key in chain]))
+        raw_segments = list(pool.map(fetch, [key for _, key, _ in chain]))
     raw_blocks: list[tuple[str, bytes]] = []
-    for (after, _), (key, body) in zip(chain, raw_segments, strict=True):
+    for (after, _, cut), (key, body) in zip(chain, raw_segments, strict=True):
         if body is None:
             raise RestoreError(f"{where}{key}: vanished while restoring")
         try:
             rows = msgpack.unpackb(body, raw=False)
-            raw_blocks += [(f"{key} (block {int(h)})", bytes(b)) for h, b in rows if h > after]
+            raw_blocks += [
+                (f"{key} (block {int(h)})", bytes(b)) for h, b in rows if after < h <= cut
+            ]
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise RestoreError(f"{where}{key}: not a state segment: {exc}") from None
     state = ReplicatedState(genesis, ca, validator_set(genesis))
@@ -336,7 +337,8 @@ def restore(
         size, root = state.edge.size, state.edge.root()
         blocks.append(block)
     if size != cp.size or root != cp.root_hash:
-        gap = f"; no archived state segment holds block {height + 1}" if size < cp.size else ""
+        covered = chain[-1][2] if chain else 0
+        gap = f"; no archived state segment holds block {covered + 1}" if size < cp.size else ""
         raise RestoreError(
             f"{where}state/: the replayed blocks give a log of {size} entries, "
             f"not the checkpoint's {cp.size} (missing or damaged state objects{gap})"
@@ -383,9 +385,55 @@ def restore(
                 (directory / f"state.db{suffix}").unlink(missing_ok=True)
         os.replace(stage / name, target)
     shutil.rmtree(stage, ignore_errors=True)
-    _fsync_dir(directory)
     height = blocks[-1].height if blocks else 0
-    return RestoreReport(cp.size, height, cosigned.signers, len(tiles), time.monotonic() - started)
+    if new_cluster:
+        # The old epoch's blocks and safety records mean nothing in the new one.
+        for suffix in ("", "-wal", "-shm"):
+            (directory / f"consensus.db{suffix}").unlink(missing_ok=True)
+        anchor = Anchor(height, blocks[-1].timestamp if blocks else 0, state_commitment(size, root))
+        write_epoch(directory, anchor)
+        progress(f"new consensus epoch anchored at block {height}")
+    _fsync_dir(directory)
+    return RestoreReport(
+        cp.size, height, cosigned.signers, len(tiles), time.monotonic() - started, tuple(warnings)
+    )
+
+
+def segment_cover(keys: Iterable[str]) -> list[tuple[int, str, int]]:
+    """Which state segments to read, in order: (blocks after, key, blocks up to).
+
+    Every validator archives its own segments (bounds differ between validators;
+    a committed block is the same everywhere), so segments overlap and any one
+    validator's series may stop (it crashed).  Interval cover: at each height
+    take, of the segments holding the next block, the one reaching furthest.
+
+    A cluster restored from the archive starts a new consensus epoch at its last
+    archived block (trustchain.node.epoch) and tags its segments with it.  The
+    previous epoch's segments may hold blocks past that anchor that were never
+    archived under a checkpoint: they are cut at the next epoch's anchor.
+    """
+    parsed = [(p, key) for key in keys if (p := parse_state_key(key))]
+    anchors = sorted({e for (_, _, e), _ in parsed})
+    segments: list[tuple[int, int, str]] = []
+    for (first, last, epoch), key in parsed:
+        later = [a for a in anchors if a > epoch]
+        last = min(last, later[0]) if later else last
+        if first <= last:
+            segments.append((first, last, key))
+    segments.sort()
+    chain: list[tuple[int, str, int]] = []
+    height, at = 0, 0
+    while True:
+        best: tuple[int, str] | None = None
+        while at < len(segments) and segments[at][0] <= height + 1:
+            first, last, key = segments[at]
+            if last > height and (best is None or last > best[0]):
+                best = (last, key)
+            at += 1
+        if best is None:
+            return chain
+        chain.append((height, best[1], best[0]))
+        height = best[0]
 
 
 def _fsync_dir(path: Path) -> None:

@@ -39,6 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from trustchain.ct.checkpoint import RFC6962NoteVerifier, Voter
 from trustchain.ct.signer import PublicKey, log_id, spki_der
 from trustchain.node.ca.certbuild import BuildError
 from trustchain.node.ca.profiles import CACertificate, CAPolicy
@@ -88,6 +89,14 @@ class CAGenesis:
     @property
     def total_power(self) -> int:
         return sum(v.power for v in self.validators)
+
+    def checkpoint_voters(self, origin: str) -> list[Voter]:
+        """The validators whose CT log keys cosign the checkpoints of the log `origin`."""
+        return [
+            Voter(v.name, RFC6962NoteVerifier(origin, v.log_key), v.power)
+            for v in self.validators
+            if v.log_key is not None
+        ]
 
     def validator_for_log_id(self, lid: bytes) -> LogValidator | None:
         return self._by_log_id.get(lid)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import http.client
 import itertools
 import json
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import boto3
 import msgpack
 import pytest
 from cryptography import x509
@@ -63,9 +67,14 @@ def archived(
 ) -> Iterator[Archived]:
     directory = tmp_path_factory.mktemp("archive") / "c"
     cluster = create_full_cluster(directory, 4)
+    west = regions["us-west-2"]
     for node in cluster.nodes:
         with open(node.config, "a") as fh:
             fh.write(archive_table(regions))
+            fh.write(
+                f'[cloudwatch]\nregion = "{west.name}"\nendpoint = "{west.endpoint}"\n'
+                f'ca_bundle = "{west.ca_bundle}"\ninterval = 0.5\n'
+            )
     cluster.start()
     try:
         assert cluster.wait(
@@ -92,6 +101,47 @@ def test_acknowledged_certificates_are_in_both_regions(archived: Archived) -> No
         assert a.get(f"checkpoints/{parse_checkpoint(parse_note(note).text).size}") is not None
         assert any(k.startswith("tile/data/") for k in a.keys("tile/"))
         assert list(a.keys("state/"))
+
+
+def test_cloudwatch_and_prometheus_show_operations_and_archive_lag(archived: Archived) -> None:
+    west = archived.regions["us-west-2"]
+    cw = boto3.client(
+        "cloudwatch", region_name=west.name, endpoint_url=west.endpoint, verify=west.ca_bundle
+    )
+    now = dt.datetime.now(dt.UTC)
+
+    def issued() -> float:
+        points = cw.get_metric_statistics(
+            Namespace="TrustChain/CA", MetricName="TrustChainCertificateOperations",
+            Dimensions=[{"Name": "OperationType", "Value": "issue"}],
+            StartTime=now - dt.timedelta(hours=1), EndTime=now + dt.timedelta(hours=1),
+            Period=60, Statistics=["Sum"],
+        )["Datapoints"]  # fmt: skip
+        return float(sum(p["Sum"] for p in points))
+
+    deadline = time.monotonic() + 20
+    while issued() < len(archived.docs) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert issued() == len(archived.docs)
+    lag = cw.list_metrics(Namespace="TrustChain/CA", MetricName="ArchiveLag")["Metrics"]
+    assert {d["Value"] for m in lag for d in m["Dimensions"]} == {"us-west-2", "us-east-1"}
+    names = {
+        m["MetricName"] for m in cw.list_metrics(Namespace="TrustChain/Performance")["Metrics"]
+    }
+    assert {"ResponseTime", "Throughput"} <= names
+
+    client = cluster_client(archived.dir, "v1")
+    conn = http.client.HTTPSConnection(
+        "::1", int(client.url.rsplit(":", 1)[1]), context=client.context()
+    )
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    assert (
+        f'trustchain_certificate_operations_total{{operation="issue"}} {len(archived.docs)}' in text
+    )
+    assert 'trustchain_archive_lag_entries{region="us-east-1"}' in text
+    assert 'trustchain_archive_region_up{region="us-west-2"} 1' in text
 
 
 # --- restore ---------------------------------------------------------------------------------
@@ -225,7 +275,11 @@ def one_signature(note: bytes) -> bytes:
         ("precertificate corrupted", r"tile/data/000\.p/\d+: entry 0: its pre_certificate"),
         ("tile missing", r"tile/0/000\.p/\d+: tile is missing"),
         ("too few signatures", r"checkpoint: .*1 of 4"),
-        ("rolled back", r"checkpoint: rolled back: it has \d+ entries but checkpoints/\d+"),
+        (
+            "rolled back, newer history forged",
+            r"checkpoint: rolled back: it has \d+ entries but checkpoints/\d+ was archived and "
+            r"does not verify",
+        ),
         ("history tampered", r"checkpoints/\d+: its root is not this tree's and .* tampered"),
     ],
 )
@@ -257,18 +311,12 @@ def test_restore_refuses_a_damaged_archive_and_writes_nothing(
     elif case == "too few signatures":
         damage(region, f"{prefix}/checkpoint", one_signature)
     elif case == "history tampered":
-        # An archived checkpoint whose root is changed (its signatures no longer verify).
-        def other_root(note: bytes) -> bytes:
-            parsed = parse_note(note)
-            cp = parse_checkpoint(parsed.text)
-            fake = replace(cp, root_hash=bytes(32))
-            return format_note(fake.text(), parsed.signatures)
-
         damage(region, f"{prefix}/checkpoints/{size - 1}", other_root)
-    else:  # rolled back: the latest pointer replaced by an older, validly cosigned one
+    else:  # the latest pointer replaced by an older one, the newer history entry forged
         old = region.archive(prefix).get(f"checkpoints/{size - 1}")
         assert old is not None
         damage(region, f"{prefix}/checkpoint", lambda b: old)
+        damage(region, f"{prefix}/checkpoints/{size}", other_root)
     target = tmp_path / "v1"
     status, out, err = run_restore(archived, prefix, target, capsys)
     assert status == 2
@@ -278,6 +326,32 @@ def test_restore_refuses_a_damaged_archive_and_writes_nothing(
     assert f"nothing was written to {target}" in err
     assert "Traceback" not in err
     assert not target.exists()
+
+
+def other_root(note: bytes) -> bytes:
+    """The checkpoint with another root under the same signatures (which then fail)."""
+    parsed = parse_note(note)
+    fake = replace(parse_checkpoint(parsed.text), root_hash=bytes(32))
+    return format_note(fake.text(), parsed.signatures)
+
+
+def test_a_rolled_back_pointer_restores_the_newest_cosigned_checkpoint(
+    archived: Archived, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a node that died between writing checkpoints/N and the pointer leaves (or an
+    attacker who put an old version back): the newer cosigned history entry is used."""
+    region = archived.regions["us-east-1"]
+    prefix = snapshot(region)
+    size = archived_size(region, prefix)
+    old = region.archive(prefix).get(f"checkpoints/{size - 1}")
+    assert old is not None
+    damage(region, f"{prefix}/checkpoint", lambda b: old)
+    status, out, err = run_restore(archived, prefix, tmp_path / "v1", capsys)
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["entries"] == size
+    (warning,) = report["warnings"]
+    assert f"rolled back to {size - 1} entries while checkpoints/{size} is archived" in warning
 
 
 def test_restore_from_a_bucket_that_is_not_there_says_so(

@@ -170,7 +170,8 @@ def test_issue_verify_and_identical_logs(
 ) -> None:
     doc, pem = running.request([f"demo.{ZONE}", f"www.demo.{ZONE}"])
     running.first_checkpoint = doc["checkpoint"]
-    assert set(doc["signers"]) >= {"v1", "v2", "v3"} and len(doc["scts"]) >= 3
+    # SCTs from more than 2/3 of the power: any three of the four, whichever came first.
+    assert len(set(doc["signers"])) >= 3 and len(doc["scts"]) >= 3
     cert = x509.load_pem_x509_certificate(pem.read_bytes())
     assert f"{cert.serial_number:x}" == doc["serial"]
     assert parse_checkpoint(parse_note(doc["checkpoint"]).text).size > doc["leaf_index"]
