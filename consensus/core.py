@@ -185,6 +185,9 @@ class Anchor:
     """Its timestamp (milliseconds): the first new block's must be later."""
     state: bytes
     """The application's state commitment after it."""
+    block: Block | None = None
+    """The chain's own block at `height` when a node rejoins its chain from an archive
+    (same chain id; children certify its id and round).  None: a new epoch's genesis."""
 
 
 def _ms(now: float) -> int:
@@ -214,15 +217,19 @@ class Core:
         self.chain_id = validators.chain_id
         if anchor is None:
             self.genesis = genesis_block(self.chain_id, app.genesis_state())
+        elif anchor.block is not None:
+            self.genesis = anchor.block
         else:
             self.genesis = genesis_block(
                 self.chain_id, anchor.state, anchor.height, anchor.timestamp
             )
+        # The root of what this core holds is certified by an empty QC of its own.
+        root_qc = QuorumCert(self.genesis.id, self.genesis.round, self.genesis.height, ())
         self.mempool = Mempool(self.config.mempool)
         state = persisted or PersistedState()
         self.safety: SafetyState = state.safety
         self.blocks: dict[bytes, Block] = {self.genesis.id: self.genesis, **state.blocks}
-        self.high_qc: QuorumCert = state.high_qc or self.genesis.qc
+        self.high_qc: QuorumCert = state.high_qc or root_qc
         self.last_tc: TimeoutCert | None = state.last_tc
         self.committed_height = (
             state.committed_height if state.committed_id else self.genesis.height
@@ -245,12 +252,40 @@ class Core:
         self.sync_budget: dict[str, tuple[float, float]] = {}
         self._deferred: list[Record] = []
         self._out = Output()
+        self.silent_until: float | None = None
+        """While set: a rejoining validator that signs nothing (see `rejoin`)."""
+        self.seen_round = 0
+        """Highest round certified by a QC or TC seen (a quorum was past it)."""
 
     # --- inputs -------------------------------------------------------------------------
 
     def start(self, now: float) -> Output:
         self._enter_round(self.round, now, first=True)
         return self._flush(now)
+
+    def rejoin(self, now: float, grace: float) -> None:
+        """This validator lost what it signed (its store was rebuilt from an archive).
+
+        It may have voted or timed out in rounds the cluster is still in.  For
+        `grace` seconds it signs nothing and watches the cluster's certificates;
+        then it treats every round up to one past the highest certified round as
+        one it already signed in.  A round it could have signed in before is one
+        the cluster reached, and the cluster reached a round only through a QC
+        or TC of the round before, which the cluster's proposals and timeouts
+        carry.  Only certificates count: one Byzantine signer cannot fake them.
+        """
+        self.silent_until = now + grace
+
+    def _silent(self, now: float) -> bool:
+        if self.silent_until is None:
+            return False
+        if now < self.silent_until:
+            return True
+        self.silent_until = None
+        if self.seen_round + 1 > self.safety.highest_vote_round:
+            self.safety = SafetyState(self.seen_round + 1, self.safety.highest_qc_round)
+            self._persist(SafetyRecord(self.safety))
+        return False
 
     def tick(self, now: float) -> Output:
         if now >= self.deadline:
@@ -361,6 +396,8 @@ class Core:
         return False
 
     def _maybe_propose(self, now: float) -> None:
+        if self._silent(now):
+            return
         at = self._propose_at()
         if at is None or now < at:
             return
@@ -401,11 +438,13 @@ class Core:
             qc,
             self.genesis.id,
             genesis_height=self.genesis.height,
+            genesis_round=self.genesis.round,
             count_repeats=self.rules.counts_repeated_signers(),
         )
 
     def _process_qc(self, qc: QuorumCert, now: float) -> None:
         """Record a verified QC: raise our high QC, commit by the 2-chain rule, advance."""
+        self.seen_round = max(self.seen_round, qc.round)
         if qc.round > self.high_qc.round:
             self.high_qc = qc
             self._persist(HighQcRecord(qc))
@@ -426,6 +465,7 @@ class Core:
         self._enter_round(qc.round + 1, now)
 
     def _process_tc(self, tc: TimeoutCert, now: float) -> None:
+        self.seen_round = max(self.seen_round, tc.round)
         if self.last_tc is None or tc.round > self.last_tc.round:
             self.last_tc = tc
             self._persist(TcRecord(tc))
@@ -506,6 +546,8 @@ class Core:
         self._release_waiting(block.id, now)
         if block.round != self.round:
             return  # too old to vote for (or we are behind; the QC above moved us)
+        if self._silent(now):
+            return
         refusal = self.rules.vote_refusal(self.safety, block, proposal.tc)
         if refusal is not None:
             self._out.rejected.append(f"no vote for round {block.round}: {refusal}")
@@ -598,6 +640,9 @@ class Core:
     # --- timeouts -----------------------------------------------------------------------
 
     def _local_timeout(self, now: float) -> None:
+        if self._silent(now):
+            self.deadline = now + self.config.round_timeout
+            return
         round = self.round
         if self.timed_out_round < round:
             refusal = self.rules.timeout_refusal(self.safety, round, self.high_qc.round)

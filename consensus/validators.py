@@ -92,13 +92,19 @@ class ValidatorSet:
         genesis_id: bytes,
         *,
         genesis_height: int = 0,
+        genesis_round: int = 0,
         count_repeats: bool = False,
     ) -> None:
         """Raise InvalidMessage unless `qc` is the genesis QC or carries a valid quorum.
 
+        The genesis is the root of what the core holds: height 0, a new epoch's anchor,
+        or the block a rejoining node starts from (its own round and height).
+
         `count_repeats` exists only for the weak-quorum mutant of `trustchain sim`.
         """
-        genesis = qc.block_id == genesis_id and qc.round == 0 and qc.height == genesis_height
+        genesis = (
+            qc.block_id == genesis_id and qc.round == genesis_round and qc.height == genesis_height
+        )
         if genesis and not qc.votes:
             return
         if qc.round <= 0 or qc.height <= 0:

@@ -6,7 +6,16 @@ import pytest
 from consensus_kit import Cluster
 
 from trustchain.consensus.core import Anchor, Core
-from trustchain.consensus.messages import Operation, QuorumCert, SyncRequest, SyncResponse
+from trustchain.consensus.messages import (
+    Operation,
+    Proposal,
+    QuorumCert,
+    SyncRequest,
+    SyncResponse,
+    Timeout,
+    Vote,
+)
+from trustchain.consensus.storage import MemoryStorage
 from trustchain.consensus.validators import InvalidMessage, Member, ValidatorSet
 
 ANCHOR = Anchor(height=40, timestamp=5_000_000, state=b"s" * 32)
@@ -75,3 +84,55 @@ def test_a_sync_request_below_the_anchor_stops_at_the_anchor() -> None:
     (response,) = [m for _, m in out.send if isinstance(m, SyncResponse)]
     assert response.blocks[0].height == 41
     assert response.blocks[0].parent_id == core.genesis.id
+
+
+# --- a validator rejoining its own chain from an archive ------------------------------------
+
+
+def _rejoin(c: Cluster, name: str, grace: float) -> Core:
+    """Wipe `name`'s consensus store and start it at its last committed block."""
+    last = c.commits[name][-1]
+    c.storage[name] = MemoryStorage()
+    anchor = Anchor(last.height, last.timestamp, c.app.execute(last.state, last.payload), last)
+    core = Core(
+        name, c.keys[name], c.validators, c.app, None, c.config, anchor=anchor
+    )  # fmt: skip
+    core.rejoin(c.now, grace)
+    c.cores[name] = core
+    c.act(name, core.start(c.now))
+    return core
+
+
+def test_a_rejoining_validator_catches_up_silently_then_votes_above_what_it_saw() -> None:
+    c = Cluster()
+    c.run(until=6)
+    before = c.cores["n3"].safety.highest_vote_round
+    assert before > 0
+    sent = len(c.sent)
+    core = _rejoin(c, "n3", grace=3.0)
+    silent_until = c.now + 3.0
+    anchor_height = core.committed_height
+    assert core.genesis.id == c.commits["n3"][-1].id
+    c.act("n0", c.cores["n0"].submit(Operation("alice", b"after the rejoin"), c.now))
+    c.run(until=anchor_height + 12)
+    assert core.committed_height >= anchor_height + 12
+    ours = [m for who, _, m in c.sent[sent:] if who == "n3"]
+    signed = [m for m in ours if isinstance(m, Vote | Timeout | Proposal)]
+    assert signed, "it signs again after the grace period"
+    assert all(isinstance(m, Vote) and m.round > before for m in signed if isinstance(m, Vote))
+    assert core.silent_until is None and core.safety.highest_vote_round > before
+    # The chain it committed after rejoining is everyone's.
+    n0 = {b.height: b.id for b in c.commits["n0"]}
+    assert all(n0.get(b.height) == b.id for b in c.commits["n3"])
+    assert silent_until <= c.now
+
+
+def test_a_silent_validator_signs_nothing() -> None:
+    c = Cluster()
+    c.run(until=4)
+    sent = len(c.sent)
+    _rejoin(c, "n3", grace=1e9)
+    c.run(until=c.cores["n0"].committed_height + 6)
+    ours = [m for who, _, m in c.sent[sent:] if who == "n3"]
+    assert not [m for m in ours if isinstance(m, Vote | Timeout | Proposal)]
+    assert c.cores["n3"].committed_height >= c.cores["n0"].committed_height - 2
