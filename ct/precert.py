@@ -239,16 +239,27 @@ def split_certificate(cert_der: bytes) -> SplitCertificate:
         if tbs_tag != der.SEQUENCE:
             raise DERError(f"TBSCertificate: expected tag 0x30, got 0x{tbs_tag:02x}")
         spans = der.spans(data, tbs_start, tbs_end)
-        fields = tuple(data[at:e] for _, at, _, e in spans)
+        fields = tuple([data[at:e] for _, at, _, e in spans])
         off = 1 if spans and spans[0][0] == 0xA0 else 0
         if len(spans) < off + 6:
             raise PrecertError("TBSCertificate is missing fields")
-        ext_at = next((i for i, f in enumerate(spans) if f[0] == 0xA3), None)
+        ext_at = None
+        for i, span in enumerate(spans):
+            if span[0] == 0xA3:
+                ext_at = i
+                break
         if ext_at is not None:
             _, _, outer_start, outer_end = spans[ext_at]
             seq_start, seq_end = _single(data, outer_start, outer_end, der.SEQUENCE, "Extensions")
             for tag, at, e_start, e_end in der.spans(data, seq_start, seq_end):
                 extensions.append(data[at:e_end])
+                # The common case inline, a short-form OID opening the SEQUENCE:
+                # the checks der.spans makes, without a call per extension.
+                if tag == der.SEQUENCE and e_end - e_start >= 2 and data[e_start] == 0x06:
+                    oid_end = e_start + 2 + data[e_start + 1]
+                    if data[e_start + 1] < 0x80 and oid_end <= e_end:
+                        oids.append(data[e_start:oid_end])
+                        continue
                 oids.append(_extension_oid(data, tag, e_start, e_end))
     except DERError as exc:
         raise PrecertError(f"TBSCertificate is not valid DER: {exc}") from None
@@ -266,12 +277,6 @@ def split_certificate(cert_der: bytes) -> SplitCertificate:
 
 def _extension_oid(data: bytes, tag: int, start: int, end: int) -> bytes:
     """The OID TLV opening the Extension with ``tag`` and content ``data[start:end]``."""
-    # Inline the common case, a short-form OID inside the SEQUENCE: the same
-    # checks ``der.spans`` makes, without a call per extension.
-    if tag == der.SEQUENCE and end - start >= 2 and data[start] == 0x06:
-        oid_end = start + 2 + data[start + 1]
-        if data[start + 1] < 0x80 and oid_end <= end:
-            return data[start:oid_end]
     try:
         if tag != der.SEQUENCE:
             raise DERError("an Extension must be one SEQUENCE")
