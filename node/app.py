@@ -106,6 +106,8 @@ MAX_COSIG_PENDING = 256
 """Checkpoint sizes with signatures waiting for a quorum (the largest go first)."""
 COSIGNED_EVERY = 1.0
 """Seconds between re-broadcasts of the latest cosigned checkpoint."""
+MAX_BLOCK_OPS = 10_000
+"""SCTs in one ``sct`` message are read up to 4x this (consensus.codec.MAX_OPS)."""
 
 
 class RequestRefused(ValueError):
@@ -413,14 +415,22 @@ class NodeApp:
     def deliver(self, peer: str, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "sct":
-            self._on_sct(peer, message)
+            items = message.get("items")
+            if isinstance(items, list):
+                # One message per block and issuing node: [[op id, SCT], ...].
+                for item in items[: 4 * MAX_BLOCK_OPS]:
+                    if isinstance(item, list) and len(item) == 2:
+                        self._on_sct(peer, item[0], item[1])
+            else:
+                self._on_sct(peer, message.get("op"), message.get("sct"))
         elif kind == "cosig":
             note = message.get("note")
-            if isinstance(note, bytes) and len(note) < 64 * 1024:
+            # The latest cosigned checkpoint comes back from every peer every
+            # COSIGNED_EVERY seconds: the one we hold already needs no parsing.
+            if isinstance(note, bytes) and len(note) < 64 * 1024 and note != self.ctlog.cosigned:
                 self._add_cosignature(note)
 
-    def _on_sct(self, peer: str, message: dict[str, Any]) -> None:
-        oid, data = message.get("op"), message.get("sct")
+    def _on_sct(self, peer: str, oid: Any, data: Any) -> None:
         if not isinstance(oid, bytes) or not isinstance(data, bytes) or oid not in self._pending:
             return
         try:
@@ -450,6 +460,9 @@ class NodeApp:
 
     async def _sign_scts(self) -> None:
         async for block in self._votes:
+            # One message per issuing node and block, however many of its requests
+            # the block holds (each message costs a datagram and wake-ups at both ends).
+            by_issuer: dict[str, list[list[bytes]]] = {}
             for entry in self.state.entries_of(block):
                 index, timestamp = entry.leaf.entry.extensions, block.timestamp
                 if "bad-scts" in self.byzantine:
@@ -463,12 +476,15 @@ class NodeApp:
                     index,
                     signer_log_id=self.log_id,
                 )
-                message = {"type": "sct", "op": entry.op_id, "sct": sct.encode()}
-                issuer = entry.decoded.request.issuer
+                by_issuer.setdefault(entry.decoded.request.issuer, []).append(
+                    [entry.op_id, sct.encode()]
+                )
+            for issuer, items in by_issuer.items():
                 if issuer == self.name:
-                    self._on_sct(self.name, message)
+                    for oid, data in items:
+                        self._on_sct(self.name, oid, data)
                 else:
-                    self.send(issuer, message)
+                    self.send(issuer, {"type": "sct", "items": items})
 
     async def _apply_loop(self) -> None:
         async for first in self._applied:
