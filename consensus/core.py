@@ -184,7 +184,8 @@ class Anchor:
     timestamp: int
     """Its timestamp (milliseconds): the first new block's must be later."""
     state: bytes
-    """The application's state commitment after it."""
+    """The application's state commitment after it (unused with `block`, whose own fields
+    are the chain's)."""
     block: Block | None = None
     """The chain's own block at `height` when a node rejoins its chain from an archive
     (same chain id; children certify its id and round).  None: a new epoch's genesis."""

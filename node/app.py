@@ -44,7 +44,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from trustchain.consensus.core import Evidence, evidence_operation
-from trustchain.consensus.messages import Block, genesis_block
+from trustchain.consensus.messages import Block, QuorumCert, genesis_block, make_block
 from trustchain.ct.api import CTApp
 from trustchain.ct.checkpoint import (
     Checkpoint,
@@ -106,8 +106,6 @@ MAX_COSIG_PENDING = 256
 """Checkpoint sizes with signatures waiting for a quorum (the largest go first)."""
 COSIGNED_EVERY = 1.0
 """Seconds between re-broadcasts of the latest cosigned checkpoint."""
-MAX_BLOCK_OPS = 10_000
-"""SCTs in one ``sct`` message are read up to 4x this (consensus.codec.MAX_OPS)."""
 
 
 class RequestRefused(ValueError):
@@ -228,6 +226,10 @@ class AppliedStore:
     synchronous=NORMAL): every committed block is already durable in the
     consensus store, and `NodeApp.recover` re-applies from there whatever a
     power loss took from the tail of this file.
+
+    A row is the block without its QC's signatures (`encode_applied`): its id
+    can be computed again, so the archived rows are a chain whose last block a
+    restored node can rejoin consensus at (trustchain.node.daemon).
     """
 
     def __init__(self, path: Path) -> None:
@@ -238,22 +240,18 @@ class AppliedStore:
 
     def load(self) -> list[Block]:
         rows = self._db.execute("SELECT b FROM blocks ORDER BY height").fetchall()
-        return [_block_from(bytes(r[0])) for r in rows]
+        return [decode_applied(bytes(r[0])) for r in rows]
+
+    def last(self) -> Block | None:
+        row = self._db.execute("SELECT b FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
+        return None if row is None else decode_applied(bytes(row[0]))
 
     def add(self, block: Block) -> None:
         self.add_many([block])
 
     def add_many(self, blocks: Sequence[Block]) -> None:
         """Record consecutive blocks in one transaction (one fsync)."""
-        rows = [
-            (
-                b.height,
-                msgpack.packb(
-                    [b.round, b.height, b.timestamp, b.state, list(b.payload)], use_bin_type=True
-                ),
-            )
-            for b in blocks
-        ]
+        rows = [(b.height, encode_applied(b)) for b in blocks]
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?)", rows)
@@ -262,10 +260,41 @@ class AppliedStore:
         self._db.close()
 
 
-def _block_from(data: bytes) -> Block:
-    rnd, height, timestamp, state, payload = msgpack.unpackb(data, raw=False)
-    qc = genesis_block("", b"").qc
-    return Block(rnd, height, b"", qc, timestamp, state, tuple(payload), "")
+def encode_applied(b: Block) -> bytes:
+    """A state.db row (and an archived state segment's): every field of the block that its
+    id covers, none of its QC's signatures."""
+    row = [
+        b.round, b.height, b.timestamp, b.state, list(b.payload), b.parent_id, b.qc.round,
+        b.proposer,
+    ]  # fmt: skip
+    data: bytes = msgpack.packb(row, use_bin_type=True)
+    return data
+
+
+def decode_applied(data: bytes) -> Block:
+    """The block of a state.db row, with its id computed again (raises ValueError or
+    TypeError on a malformed row).  Rows of five fields (before the ids were kept) give
+    a block without id."""
+    row = msgpack.unpackb(data, raw=False)
+    if not isinstance(row, list) or len(row) not in (5, 8):
+        raise ValueError("a block row has 5 or 8 fields")
+    rnd, height, timestamp, state, payload = row[:5]
+    if not all(isinstance(x, int) for x in (rnd, height, timestamp)):
+        raise TypeError("round, height and timestamp must be integers")
+    if not isinstance(state, bytes) or not all(isinstance(o, bytes) for o in payload):
+        raise TypeError("state and operations must be bytes")
+    if len(row) == 5:
+        qc = genesis_block("", b"").qc
+        return Block(rnd, height, b"", qc, timestamp, state, tuple(payload), "")
+    parent, qc_round, proposer = row[5:]
+    if not isinstance(parent, bytes) or not isinstance(qc_round, int):
+        raise TypeError("parent id must be bytes and qc round an integer")
+    if not isinstance(proposer, str):
+        raise TypeError("proposer must be a string")
+    return make_block(
+        round=rnd, height=height, qc=QuorumCert(parent, qc_round, height - 1, ()),
+        timestamp=timestamp, state=state, payload=tuple(payload), proposer=proposer,
+    )  # fmt: skip
 
 
 # --- the issuing node's side ------------------------------------------------------------

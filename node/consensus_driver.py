@@ -26,7 +26,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trustchain.consensus import codec
-from trustchain.consensus.core import Application, Config, Core, Evidence, Output
+from trustchain.consensus.core import Anchor, Application, Config, Core, Evidence, Output
 from trustchain.consensus.messages import Block, Message, Operation, Timeout, Vote, operation_id
 from trustchain.consensus.storage import SqliteStorage
 from trustchain.consensus.validators import Member, ValidatorSet
@@ -41,6 +41,8 @@ BATCH_INPUTS = 512
 COMMIT_WAIT = 30.0
 PROGRESS_EVERY = 1.0
 MAX_IDLE = 5.0
+REJOIN_GRACE = 5.0
+"""Seconds a rejoining validator only watches the cluster's rounds (Core.rejoin)."""
 
 
 class NoOpApplication:
@@ -86,16 +88,30 @@ class ConsensusDriver:
         app: Application | None = None,
         core_class: type[Core] = Core,
         epoch: Epoch | None = None,
+        rejoin: Block | None = None,
     ) -> None:
         self.name = name
         self.network = network
         self.log = log
         self.storage = SqliteStorage(data_dir / "consensus.db")
+        persisted = self.storage.load()
+        anchor = epoch.anchor if epoch else None
+        # A node whose consensus store is new but whose state is not (restored from the
+        # archive, or the store was lost) rejoins its chain at its last applied block.
+        rejoining = (
+            persisted.committed_id is None
+            and rejoin is not None
+            and (anchor is None or rejoin.height > anchor.height)
+        )
+        if rejoining and rejoin is not None:
+            anchor = Anchor(rejoin.height, rejoin.timestamp, rejoin.state, rejoin)
         self.core = core_class(
             name, key, validator_set(genesis, epoch.chain_id if epoch else None),
-            app or NoOpApplication(genesis.chain_id), self.storage.load(), config,
-            anchor=epoch.anchor if epoch else None,
+            app or NoOpApplication(genesis.chain_id), persisted, config, anchor=anchor,
         )  # fmt: skip
+        if rejoining:
+            self.core.rejoin(time.time(), REJOIN_GRACE)
+            log.info("consensus.rejoining", height=self.core.committed_height, grace=REJOIN_GRACE)
         # The application's hooks (trustchain.node.app), called from the loop task:
         # for each block committed (height order, before client waiters are
         # answered), and for equivocation evidence found.

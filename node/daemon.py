@@ -32,6 +32,7 @@ from typing import Any, cast
 import trio
 
 from trustchain.consensus.core import Config, Core
+from trustchain.consensus.messages import Block
 from trustchain.node import identity
 from trustchain.node.config import ConfigError, Genesis, NodeConfig, load_genesis
 from trustchain.node.consensus_driver import ConsensusDriver, serve_clients, validator_set
@@ -175,6 +176,7 @@ async def run(config: NodeConfig) -> None:
         app=state,
         core_class=Core if state is None else AppCore,
         epoch=epoch,
+        rejoin=None if state is None else _last_applied(config),
     )
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -196,6 +198,22 @@ async def run(config: NodeConfig) -> None:
                 nursery.cancel_scope.cancel()
                 break
     log.info("node.stopped")
+
+
+def _last_applied(config: NodeConfig) -> Block | None:
+    """The last block in state.db, if its id is known (rows written before ids were
+    kept are not a place to rejoin at)."""
+    from trustchain.node.app import AppliedStore
+
+    path = config.data_dir / "state.db"
+    if not path.exists():
+        return None
+    store = AppliedStore(path)
+    try:
+        last = store.last()
+    finally:
+        store.close()
+    return last if last is not None and last.id else None
 
 
 def _byzantine() -> frozenset[str]:

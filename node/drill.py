@@ -272,15 +272,15 @@ def failover_drill(
         base = {n.name: n.config.read_text() for n in west.nodes}
         west_regions = [regions["us-west-2"], regions["us-east-1"]]
         for n in west.nodes:
-            n.config.write_text(base[n.name] + _archive_table(west_regions, mode))
+            n.config.write_text(base[n.name] + archive_table(west_regions, mode))
         west.start()
-        _wait_ready(west, timeout)
+        wait_ready(west, timeout)
         account = load_account(west_dir / "accounts" / "demo.key")
         proofs = epoch_proofs(
             cluster_client(west_dir, "v1"), account, west_dir / "accounts" / "demo.plot"
         )
         progress(f"us-west-2: issuing for {seconds:g} s with {clients} clients (mode {mode})")
-        load = _Load(west_dir, [n.name for n in west.nodes], proofs, clients)
+        load = IssuingLoad(west_dir, [n.name for n in west.nodes], proofs, clients)
         load.start()
         time.sleep(seconds)
         progress(
@@ -307,7 +307,7 @@ def failover_drill(
             n.directory.mkdir()
             for name in ("consensus.key", "tls.pem"):
                 shutil.copy2(west_dir / n.name / name, n.directory / name)
-            n.config.write_text(base[n.name] + _archive_table(east_regions, "local"))
+            n.config.write_text(base[n.name] + archive_table(east_regions, "local"))
         started = time.monotonic()
         with ThreadPoolExecutor(len(east.nodes)) as pool:
             reports = list(
@@ -325,7 +325,7 @@ def failover_drill(
             f"per validator in {restore_seconds:.1f} s; starting the cluster"
         )
         east.start()
-        after = _Load(east_dir, [n.name for n in east.nodes], proofs, 1)
+        after = IssuingLoad(east_dir, [n.name for n in east.nodes], proofs, 1)
         after.start()
         deadline = time.monotonic() + timeout
         while not after.acknowledged and time.monotonic() < deadline:
@@ -372,7 +372,7 @@ def failover_drill(
             region.kill()
 
 
-def _archive_table(regions: list[LocalRegion], mode: str) -> str:
+def archive_table(regions: list[LocalRegion], mode: str) -> str:
     text = f'\n[archive]\nprefix = "{PREFIX}"\nmode = "{mode}"\nwait_timeout = 30\n'
     for r in regions:
         text += (
@@ -382,19 +382,22 @@ def _archive_table(regions: list[LocalRegion], mode: str) -> str:
     return text
 
 
-def _wait_ready(cluster: Any, timeout: float) -> None:
+def wait_ready(cluster: Any, timeout: float) -> None:
     if not cluster.wait(
         lambda ev: all(any(e.get("event") == "node.ready" for e in ev[n]) for n in ev), timeout
     ):
         raise UserError(f"{cluster.directory}: the nodes were not ready within {timeout:g} s")
 
 
-class _Load:
-    """Client threads issuing certificates round-robin over the nodes until stopped."""
+class IssuingLoad:
+    """Client threads issuing certificates round-robin over the nodes until stopped
+    (`proofs`: the account's `trustchain.node.cli_cert.EpochProofs`)."""
 
     def __init__(self, directory: Path, nodes: list[str], proofs: Any, clients: int) -> None:
         self.directory, self.nodes, self.proofs = directory, nodes, proofs
         self.acknowledged: list[Acknowledged] = []
+        self.latencies: list[float] = []
+        """Seconds from request to answer of each acknowledged certificate."""
         self.errors: dict[str, int] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -423,6 +426,7 @@ class _Load:
             i = next(self._count)
             _, csr = make_key_and_csr([f"d{i}.drill.trust.hypermesh.online"])
             body = issue_body(self.proofs.account, csr, self.proofs.bundle(csr))
+            started = time.monotonic()
             try:
                 doc = clients[(worker + i) % len(clients)].call("POST", "/v1/issue", body)
             except ApiError as exc:
@@ -431,6 +435,7 @@ class _Load:
                 self._stop.wait(0.1)
                 continue
             with self._lock:
+                self.latencies.append(time.monotonic() - started)
                 self.acknowledged.append(
                     Acknowledged(doc["serial"], int(doc["leaf_index"]), doc["checkpoint"])
                 )

@@ -64,7 +64,8 @@ from trustchain.ct.tiles import (
 )
 from trustchain.infra.s3archive import S3Archive
 from trustchain.node.archive import note_checkpoint, parse_state_key
-from trustchain.node.epoch import write_epoch
+from trustchain.node.epoch import FILE as EPOCH_FILE
+from trustchain.node.epoch import epoch_chain_id, write_epoch
 
 Progress = Callable[[str], None]
 
@@ -92,13 +93,6 @@ class RestoreReport:
     latest checkpoint with a newer cosigned one in the history)."""
 
 
-def _block_from(data: bytes) -> Block:
-    # The encoding of trustchain.node.app.AppliedStore (state.db rows).
-    rnd, height, timestamp, state, payload = msgpack.unpackb(data, raw=False)
-    qc = genesis_block("", b"").qc
-    return Block(rnd, height, b"", qc, timestamp, state, tuple(payload), "")
-
-
 def restore(
     archive: S3Archive,
     genesis_path: Path,
@@ -110,11 +104,13 @@ def restore(
 ) -> RestoreReport:
     """Verify one region's archive and write it into the node directory `directory`.
 
-    With `new_cluster`, the node is one validator of a cluster rebuilt from
-    this archive: its consensus history is dropped and ``epoch.toml`` anchors a
-    new consensus epoch at the last restored block (`trustchain.node.epoch`).
+    The node's consensus history (``consensus.db``) is dropped: it rejoins its
+    cluster at the last restored block.  With `new_cluster`, the node is one
+    validator of a cluster rebuilt from this archive: ``epoch.toml`` anchors a
+    new consensus epoch at the last restored block (`trustchain.node.epoch`);
+    otherwise it names the epoch the archive's last blocks belong to, if any.
     """
-    from trustchain.node.app import AppliedStore
+    from trustchain.node.app import AppliedStore, decode_applied
     from trustchain.node.ca.genesis import load_ca_genesis
     from trustchain.node.config import load_genesis
     from trustchain.node.consensus_driver import validator_set
@@ -301,7 +297,11 @@ def restore(
     progress(f"tiles verified against the root ({len(tiles)} tiles, {len(issuers)} issuers)")
 
     # 4. the replicated state
-    chain = segment_cover(archive.keys("state/"))
+    keys = list(archive.keys("state/"))
+    chain = segment_cover(keys)
+    anchors = sorted({p[2] for k in keys if (p := parse_state_key(k)) and p[2]})
+    epochs: dict[int, Anchor] = {}
+    """Anchor height -> the anchor of the epoch that archived blocks after it."""
     with ThreadPoolExecutor(workers) as pool:
         raw_segments = list(pool.map(fetch, [key for _, key, _ in chain]))
     raw_blocks: list[tuple[str, bytes]] = []
@@ -320,13 +320,26 @@ def restore(
     size, root = state.edge.size, state.edge.root()
     for key, data in raw_blocks:
         try:
-            block = _block_from(data)
+            block = decode_applied(data)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise RestoreError(f"{where}{key}: not a block: {exc}") from None
         if block.height != state.height + 1:
             raise RestoreError(
                 f"{where}{key}: holds block {block.height} where block {state.height + 1} "
                 "belongs (a damaged state segment)"
+            )
+        if state.height in anchors:
+            here = Anchor(state.height, state.timestamp, state.edge.commitment())
+            epochs[state.height] = here
+            expected = genesis_block(epoch_chain_id(genesis.chain_id, here), b"").id
+        elif state.height == 0:
+            expected = genesis_block(genesis.chain_id, b"").id
+        else:
+            expected = blocks[-1].id
+        if block.id and expected and block.parent_id != expected:
+            raise RestoreError(
+                f"{where}{key}: block {block.height} does not follow block {state.height} "
+                "(its parent is another block: a damaged or foreign state segment)"
             )
         try:
             state.apply(block)
@@ -386,13 +399,21 @@ def restore(
         os.replace(stage / name, target)
     shutil.rmtree(stage, ignore_errors=True)
     height = blocks[-1].height if blocks else 0
+    # The node starts from the restored state: its consensus history (if any) is of
+    # a chain it no longer holds; it rejoins at the last restored block (or, with
+    # `new_cluster`, starts a new epoch there).
+    for suffix in ("", "-wal", "-shm"):
+        (directory / f"consensus.db{suffix}").unlink(missing_ok=True)
+    epoch = max(
+        (a for a in epochs.values() if a.height <= height), default=None, key=lambda a: a.height
+    )
     if new_cluster:
-        # The old epoch's blocks and safety records mean nothing in the new one.
-        for suffix in ("", "-wal", "-shm"):
-            (directory / f"consensus.db{suffix}").unlink(missing_ok=True)
-        anchor = Anchor(height, blocks[-1].timestamp if blocks else 0, state_commitment(size, root))
-        write_epoch(directory, anchor)
+        epoch = Anchor(height, blocks[-1].timestamp if blocks else 0, state_commitment(size, root))
         progress(f"new consensus epoch anchored at block {height}")
+    if epoch is not None:
+        write_epoch(directory, epoch)
+    else:
+        (directory / EPOCH_FILE).unlink(missing_ok=True)
     _fsync_dir(directory)
     return RestoreReport(
         cp.size, height, cosigned.signers, len(tiles), time.monotonic() - started, tuple(warnings)

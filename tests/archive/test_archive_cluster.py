@@ -7,6 +7,7 @@ import http.client
 import itertools
 import json
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -281,6 +282,7 @@ def one_signature(note: bytes) -> bytes:
             r"does not verify",
         ),
         ("history tampered", r"checkpoints/\d+: its root is not this tree's and .* tampered"),
+        ("block parent forged", r"state/\d+-\d+ \(block 3\): block 3 does not follow block 2"),
     ],
 )
 def test_restore_refuses_a_damaged_archive_and_writes_nothing(
@@ -312,6 +314,20 @@ def test_restore_refuses_a_damaged_archive_and_writes_nothing(
         damage(region, f"{prefix}/checkpoint", one_signature)
     elif case == "history tampered":
         damage(region, f"{prefix}/checkpoints/{size - 1}", other_root)
+    elif case == "block parent forged":
+        # Block 3 of every segment holding it names another parent (its state and
+        # operations untouched): only the chain of block ids shows it.
+        def other_parent(body: bytes) -> bytes:
+            rows = msgpack.unpackb(body, raw=False)
+            for row in rows:
+                if row[0] == 3:
+                    block = msgpack.unpackb(row[1], raw=False)
+                    block[5] = bytes(32)
+                    row[1] = msgpack.packb(block, use_bin_type=True)
+            return bytes(msgpack.packb(rows, use_bin_type=True))
+
+        for key in list(region.archive(prefix).keys("state/")):
+            damage(region, f"{prefix}/{key}", other_parent)
     else:  # the latest pointer replaced by an older one, the newer history entry forged
         old = region.archive(prefix).get(f"checkpoints/{size - 1}")
         assert old is not None
@@ -468,3 +484,52 @@ def test_restore_replaces_what_dir_held(
         assert top == json.loads(out)["height"]
     finally:
         db.close()
+
+
+# --- a validator that lost its disk (last: it restarts a node of the shared cluster) ---------
+
+
+def test_a_validator_restored_from_the_archive_rejoins_its_cluster(
+    archived: Archived, capsys: pytest.CaptureFixture[str]
+) -> None:
+    v4 = archived.cluster.node("v4")
+    v4.stop()
+    for name in ("ct", "state.db", "state.db-wal", "consensus.db", "consensus.db-wal"):
+        path = v4.directory / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    region = archived.regions["us-east-1"]
+    status, out, err = run_restore(archived, PREFIX, v4.directory, capsys)
+    assert status == 0, err
+    restored = json.loads(out)["entries"]
+    v4.start()
+    client = cluster_client(archived.dir, "v1")
+    account = load_account(archived.dir / "accounts" / "demo.key")
+    for i in range(2):
+        _, csr = make_key_and_csr([f"r{i}.trust.hypermesh.online"])
+        archived.docs.append(
+            request_certificate(client, account, archived.dir / "accounts/demo.plot", csr)
+        )
+    size = max(d["leaf_index"] for d in archived.docs) + 1
+    assert size > restored
+
+    def caught_up(events: dict[str, list[dict[str, Any]]]) -> bool:
+        return any(
+            e.get("event") == "app.logged" and e.get("log_size", 0) >= size for e in events["v4"]
+        )
+
+    assert archived.cluster.wait(caught_up, 60), f"v4 did not catch up; see {v4.log_path}"
+    events = v4.events()
+    assert any(e.get("event") == "consensus.rejoining" for e in events)
+    # Once the grace period is over it votes again: its SCTs are in new certificates.
+    deadline = time.monotonic() + 30
+    signers: set[str] = set()
+    while "v4" not in signers and time.monotonic() < deadline:
+        time.sleep(1)
+        _, csr = make_key_and_csr([f"r{time.monotonic_ns()}.trust.hypermesh.online"])
+        doc = request_certificate(client, account, archived.dir / "accounts/demo.plot", csr)
+        signers = set(doc["signers"])
+    assert "v4" in signers
+    assert region.archive(PREFIX).get("checkpoint") is not None
