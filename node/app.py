@@ -106,6 +106,8 @@ MAX_COSIG_PENDING = 256
 """Checkpoint sizes with signatures waiting for a quorum (the largest go first)."""
 COSIGNED_EVERY = 1.0
 """Seconds between re-broadcasts of the latest cosigned checkpoint."""
+MAX_BLOCK_OPS = 10_000
+"""SCTs in one ``sct`` message are read up to 4x this (consensus.codec.MAX_OPS)."""
 
 
 class RequestRefused(ValueError):
