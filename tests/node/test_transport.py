@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 from aioquic.quic import events
+from aioquic.quic.connection import QuicConnection
 from cryptography.hazmat.primitives import serialization
 from meshkit import free_udp_port, make_cluster
 
@@ -338,6 +339,10 @@ async def test_lossy_path_still_delivers_everything_in_order(tmp_path: Path) -> 
             for i in range(count):
                 a.send("v2", {"i": i, "pad": b"x" * 300})
                 b.send("v1", {"j": i})
+                if i % 4 == 3:
+                    # Let the links transmit: many datagrams (on ::1 a datagram
+                    # holds up to peer.LOOPBACK_DATAGRAM bytes of messages).
+                    await trio.sleep(0.001)
             to_b, to_a = await collect(b, count), []
             to_a = await collect(a, count)
             assert [m["i"] for _, m in to_b] == list(range(count))
@@ -362,3 +367,27 @@ async def test_cancelling_the_network_leaves_no_tasks(tmp_path: Path) -> None:
         sock = quic.udp_socket()
         await sock.bind(quic.ipv6_addr(net.listen))
         sock.close()
+
+
+def test_links_to_loopback_use_large_datagrams(tmp_path: Path) -> None:
+    idents, _ = make_cluster(tmp_path, 1)
+    config = quic_configuration(idents[0], SETTINGS, is_client=True)
+    local = quic._for_path(config, ("::1", 4433, 0, 0), 16384)
+    assert local.max_datagram_size == 16384 and local is not config
+    assert config.max_datagram_size == 1200  # the shared configuration is unchanged
+    remote = quic._for_path(config, ("2001:db8::1", 4433, 0, 0), 16384)
+    assert remote is config  # an unknown path starts at QUIC's 1200 bytes
+    assert quic._for_path(config, ("::1", 4433, 0, 0), None) is config
+
+
+def test_ack_delay_must_stay_below_the_advertised_maximum(tmp_path: Path) -> None:
+    idents, _ = make_cluster(tmp_path, 1)
+    config = quic_configuration(idents[0], SETTINGS, is_client=True)
+    connection = QuicConnection(configuration=config)
+
+    async def send(data: bytes, addr: quic.Addr) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="ack_delay"):
+        quic.QuicLink(connection, ("::1", 1, 0, 0), send, ack_delay=quic.MAX_ACK_DELAY)
+    quic.QuicLink(connection, ("::1", 1, 0, 0), send, ack_delay=0.01)
