@@ -78,6 +78,9 @@ class LogEntry:
 
     _signed: bytes = field(init=False, repr=False, compare=False)
     _identity: bytes = field(init=False, repr=False, compare=False)
+    _last_sct: tuple[int, bytes, bytes] | None = field(
+        init=False, repr=False, compare=False, default=None
+    )
 
     def __post_init__(self) -> None:
         n = len(self.certificate)
@@ -96,6 +99,20 @@ class LogEntry:
     def signed_entry(self) -> bytes:
         """The ``select (entry_type)`` body: ASN.1Cert, or PreCert {issuer_key_hash, tbs}."""
         return self._signed
+
+    def sct_signed_data(self, timestamp: int, extensions: bytes) -> bytes:
+        """``sct_signed_data(timestamp, self, extensions)``, remembering the last one.
+
+        The SCTs embedded in one certificate normally share their timestamp and
+        extensions (they commit to one log entry), so every log's signature is
+        over the same bytes: built once, checked once per log.
+        """
+        last = self._last_sct
+        if last is not None and last[0] == timestamp and last[1] == extensions:
+            return last[2]
+        data = sct_signed_data(timestamp, self, extensions)
+        object.__setattr__(self, "_last_sct", (timestamp, extensions, data))
+        return data
 
     def identity(self) -> bytes:
         """A hash that is equal for equal submissions: the key for deduplication."""
@@ -419,7 +436,7 @@ class LogKey:
             )
         if self._problem:
             raise SCTError(self._problem)
-        message = sct_signed_data(sct.timestamp, entry, sct.extensions)
+        message = entry.sct_signed_data(sct.timestamp, sct.extensions)
         if self._p256 is not None:
             try:
                 self._p256.verify(ds.signature, message, _ECDSA_SHA256)

@@ -190,6 +190,9 @@ class Verifier:
         self._root_problem: str | None = None
         self._issuers: dict[bytes, _Issuer] = {}
         """Intermediate DER -> what was worked out about it."""
+        self._now: dt.datetime | None = None
+        self._now_text = ""
+        """The last ``now`` and its text for the report."""
         self._log_keys: dict[bytes, LogKey] = {}
         """SCT log id -> the prepared key of the validator genesis gives for it."""
         self._genesis_intermediates: dict[tuple[bytes, bytes], CACertificate] = {}
@@ -251,11 +254,12 @@ class Verifier:
         return key
 
     def _find_issuer(
-        self, leaf: x509.Certificate, issuer_name: bytes, bundle: Sequence[bytes]
+        self,
+        aki: x509.AuthorityKeyIdentifier | None,
+        issuer_name: bytes,
+        bundle: Sequence[bytes],
     ) -> CACertificate | None:
-        try:
-            aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-        except x509.ExtensionNotFound:
+        if aki is None:
             return None
         key_id = aki.key_identifier
         # Certificates in the file come first, then the genesis's.
@@ -280,10 +284,26 @@ class Verifier:
         leaf_der = chain[0]
         try:
             leaf = x509.load_der_x509_certificate(leaf_der)
+            # Parsing them all (cryptography) rejects a malformed extension.
             extensions = leaf.extensions
-            sans = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            sans = bc = aki = None
+            # One pass instead of a search per class; exact types, because an
+            # isinstance check against these ABCs costs more than the rest.
+            for ext in extensions:
+                value = ext.value
+                kind = type(value)
+                if kind is x509.SubjectAlternativeName:
+                    sans = value
+                elif kind is x509.BasicConstraints:
+                    bc = value
+                elif kind is x509.AuthorityKeyIdentifier:
+                    aki = value
+            if sans is None:
+                extensions.get_extension_for_class(x509.SubjectAlternativeName)  # raises
+            if bc is None:
+                extensions.get_extension_for_class(x509.BasicConstraints)  # raises
+            assert sans is not None and bc is not None
             dns_names = sans.get_values_for_type(x509.DNSName)
-            bc = extensions.get_extension_for_class(x509.BasicConstraints).value
             # One pass over the raw DER gives the issuer name, the signed TBS and
             # signature, and the SCT list with the TBS its SCTs sign.
             split = split_certificate(leaf_der)
@@ -306,7 +326,7 @@ class Verifier:
         root = self._root
         report.passed("root", self._root_detail)
 
-        issuer = self._find_issuer(leaf, split.issuer, chain[1:])
+        issuer = self._find_issuer(aki, split.issuer, chain[1:])
         if issuer is None:
             return report.failed(
                 "issuer",
@@ -361,9 +381,11 @@ class Verifier:
                     ), None
                 if now > end:
                     return report.failed("validity", f"{what} expired at {_when(end)}"), None
+        if now is not self._now:  # the same object for a run of certificates
+            self._now, self._now_text = now, _when(now)
         report.passed(
             "validity",
-            f"{_when(not_before)} to {_when(not_after)}, checked at {_when(now)}",
+            f"{_when(not_before)} to {_when(not_after)}, checked at {self._now_text}",
         )
 
         if issuer.zones:

@@ -303,3 +303,11 @@ def test_log_entry_identity_is_computed_when_asked() -> None:
     expected = hashlib.sha256(b"\x00\x01" + bytes(32) + b"\x00\x00\x03tbs").digest()
     assert entry.identity() == expected == entry.identity()
     assert entry == LogEntry(EntryType.PRECERT, b"tbs", bytes(32))
+
+
+def test_log_entry_remembers_only_the_signed_data_it_was_asked_for_last() -> None:
+    entry = LogEntry(EntryType.PRECERT, b"tbs", bytes(32))
+    for ts, ext in ((1, b""), (1, b""), (2, b""), (2, b"\x00"), (1, b"")):
+        assert entry.sct_signed_data(ts, ext) == sct.sct_signed_data(ts, entry, ext)
+    assert entry == LogEntry(EntryType.PRECERT, b"tbs", bytes(32))
+    assert hash(entry) == hash(LogEntry(EntryType.PRECERT, b"tbs", bytes(32)))
