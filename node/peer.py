@@ -51,10 +51,12 @@ MAX_UNACKED_BYTES = 4 * 1024 * 1024
 messages wait in the peer's bounded queue instead of in aioquic's buffer."""
 MAINTAIN_INTERVAL = 0.1
 """Seconds between checks for keepalives and slow handshakes (at most; see _maintain)."""
-ACK_DELAY = 0.01
-"""Seconds a peer link may hold back a pure ACK (quic.QuicLink): consensus traffic
-flows both ways within a round, so most ACKs ride on votes and proposals instead of
-costing a datagram (and a system call at each end) of their own."""
+ACKS = quic.AckPolicy(delay=0.02, every=8)
+"""When a peer link sends pure ACKs (quic.QuicLink): consensus traffic flows both
+ways within a round, so most ACKs ride on votes and proposals instead of costing a
+datagram (and a system call at each end) of their own.  Every 8 datagrams rather
+than RFC 9000's suggested 2: a validator's flows are a few messages per round, far
+below any congestion window, and the delay bounds how late an ACK can be."""
 LOOPBACK_DATAGRAM = 16384
 """Datagram bytes on links to ::1 (a local cluster): an issue request of a few KiB
 travels in one datagram instead of three (quic._for_path)."""
@@ -177,7 +179,7 @@ class PeerNetwork:
             self._accepted,
             max_connections=4 * len(self.genesis.validators) + 16,
             max_connections_per_host=4 * len(self.genesis.validators) + 16,
-            ack_delay=ACK_DELAY,
+            acks=ACKS,
             loopback_datagram=LOOPBACK_DATAGRAM,
         )
         try:
@@ -222,7 +224,7 @@ class PeerNetwork:
             handler = _PeerLink(self, None, session)
             try:
                 link = await quic.connect(
-                    peer.address, configuration, handler, nursery, ack_delay=ACK_DELAY,
+                    peer.address, configuration, handler, nursery, acks=ACKS,
                     loopback_datagram=LOOPBACK_DATAGRAM,
                 )  # fmt: skip
             except OSError as exc:

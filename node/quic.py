@@ -21,7 +21,7 @@ Costs (a loopback UDP send or receive is a system call of tens of
 microseconds, and every trio wake-up a few more): sockets are read in
 batches (everything queued, then one wait for readability), datagrams are
 sent without a trio checkpoint each, and a link may delay pure ACKs
-(`ack_delay`) so that they ride on its next data (RFC 9000 section 13.2.1).
+(`AckPolicy`) so that they ride on its next data (RFC 9000 section 13.2.1).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import ipaddress
 import math
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
@@ -112,6 +113,22 @@ def _udp_socket() -> socket.socket:
     return sock
 
 
+@dataclass(frozen=True)
+class AckPolicy:
+    """When a link sends pure ACKs once its handshake is complete (see QuicLink)."""
+
+    delay: float
+    """Seconds an ACK may wait for data to ride on; below MAX_ACK_DELAY."""
+    every: int = 2
+    """Unacknowledged datagrams after which the ACK goes at once."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.delay < MAX_ACK_DELAY:
+            raise ValueError(f"an ACK delay must be in [0, {MAX_ACK_DELAY}) seconds")
+        if self.every < 1:
+            raise ValueError("ACKs must go at least every so many datagrams (every >= 1)")
+
+
 class LinkHandler(Protocol):
     """What a protocol plugs into a QuicLink.  Called from the link's task only."""
 
@@ -128,12 +145,13 @@ class QuicLink:
     The link's task owns `quic`; other tasks may call its API (they run on the
     same trio thread) but must call `wake()` afterwards.
 
-    `ack_delay`, when given, is how long a pure ACK may wait once the handshake
-    is complete (aioquic's own is 1 ms, which costs one datagram for nearly
+    `acks`, when given, lets a pure ACK wait `acks.delay` once the handshake is
+    complete (aioquic's own delay is 1 ms, which costs one datagram for nearly
     every packet received).  Whatever the delay, an ACK rides on any data the
-    link sends, and a second ack-eliciting packet is acknowledged at once
-    (RFC 9000 section 13.2.2).  It must stay below the max_ack_delay aioquic
-    advertises (25 ms), which the peer's loss detection allows for.
+    link sends, and once `acks.every` datagrams are unacknowledged it goes at
+    once (RFC 9000 section 13.2.2 recommends 2, for senders that grow their
+    congestion window with each ACK).  The delay stays below the max_ack_delay
+    aioquic advertises (25 ms), which the peer's loss detection allows for.
     """
 
     def __init__(
@@ -142,10 +160,8 @@ class QuicLink:
         remote: Addr,
         send: Callable[[bytes, Addr], Awaitable[object]],
         *,
-        ack_delay: float | None = None,
+        acks: AckPolicy | None = None,
     ) -> None:
-        if ack_delay is not None and not 0 <= ack_delay < MAX_ACK_DELAY:
-            raise ValueError(f"ack_delay must be in [0, {MAX_ACK_DELAY}) seconds")
         self.quic = quic
         self.remote = remote
         self.handler: LinkHandler | None = None
@@ -157,7 +173,8 @@ class QuicLink:
         )
         self._wake_pending = False
         self._written = False
-        self._ack_delay = ack_delay
+        self._acks = acks
+        self._unacked = 0
         self._scope = trio.CancelScope()
         self.handshake_complete = False
         self.after_input: Callable[[], None] | None = None
@@ -201,7 +218,7 @@ class QuicLink:
         when it sends the ACK for packets received there, and `_ack_delay` what
         it adds to the arrival time of the first unacknowledged one.
         """
-        if self._ack_delay is None or not self.handshake_complete:
+        if self._acks is None or not self.handshake_complete:
             return None
         return self.quic._spaces.get(tls.Epoch.ONE_RTT)
 
@@ -210,10 +227,13 @@ class QuicLink:
             self._wake_pending = False
             return
         space = self._ack_space()
-        owed = space is not None and space.ack_at is not None
+        if space is not None and space.ack_at is None:
+            self._unacked = 0  # everything before was acknowledged
         self.quic.receive_datagram(item[0], item[1], now=now)
-        if owed and space.ack_at is not None:
-            space.ack_at = now  # a second packet unacknowledged: acknowledge now
+        if space is not None and self._acks is not None and space.ack_at is not None:
+            self._unacked += 1
+            if self._unacked >= self._acks.every:
+                space.ack_at = now  # enough unacknowledged: acknowledge now
 
     async def run(self) -> None:
         """Drive the connection until it terminates; the link is closed on return."""
@@ -250,8 +270,8 @@ class QuicLink:
         while (event := self.quic.next_event()) is not None:
             if isinstance(event, events.HandshakeCompleted):
                 self.handshake_complete = True
-                if self._ack_delay is not None:
-                    self.quic._ack_delay = self._ack_delay
+                if self._acks is not None:
+                    self.quic._ack_delay = self._acks.delay
             elif isinstance(event, events.ConnectionTerminated):
                 self.close_reason = event
             if self.handler is not None:
@@ -309,7 +329,7 @@ async def connect(
     nursery: trio.Nursery,
     *,
     session_ticket_handler: SessionTicketHandler | None = None,
-    ack_delay: float | None = None,
+    acks: AckPolicy | None = None,
     loopback_datagram: int | None = None,
 ) -> QuicLink:
     """Open a client connection to `remote` on its own connected socket.
@@ -320,7 +340,7 @@ async def connect(
 
     To resume a session (and send 0-RTT data), put a ticket in
     `configuration.session_ticket`; `session_ticket_handler` receives the
-    tickets the server issues on this connection.  `ack_delay`: see QuicLink.
+    tickets the server issues on this connection.  `acks`: see QuicLink.
     `loopback_datagram`: the datagram size to use when `remote` is ::1.
     """
     sock = _udp_socket()
@@ -340,7 +360,7 @@ async def connect(
         configuration=_for_path(configuration, target, loopback_datagram),
         session_ticket_handler=session_ticket_handler,
     )
-    link = QuicLink(quic, target, _Sender(sock, connected=True).send, ack_delay=ack_delay)
+    link = QuicLink(quic, target, _Sender(sock, connected=True).send, acks=acks)
     link.handler = handler
     quic.connect(target, now=trio.current_time())
 
@@ -386,7 +406,7 @@ class QuicServer:
     Session resumption (and with it 0-RTT) is off unless both ticket callbacks
     are given: `session_ticket_handler` stores each ticket the server issues,
     `session_ticket_fetcher` looks one up by label when a client resumes.
-    `ack_delay` applies to every accepted link (see QuicLink);
+    `acks` applies to every accepted link (see QuicLink);
     `loopback_datagram` to those from ::1 (see connect).
     """
 
@@ -399,11 +419,11 @@ class QuicServer:
         max_connections_per_host: int = 64,
         session_ticket_fetcher: SessionTicketFetcher | None = None,
         session_ticket_handler: SessionTicketHandler | None = None,
-        ack_delay: float | None = None,
+        acks: AckPolicy | None = None,
         loopback_datagram: int | None = None,
     ) -> None:
         assert not configuration.is_client
-        self.ack_delay = ack_delay
+        self.acks = acks
         self.loopback_datagram = loopback_datagram
         self.configuration = configuration
         self.handler_factory = handler_factory
@@ -497,7 +517,7 @@ class QuicServer:
             session_ticket_fetcher=self.session_ticket_fetcher,
             session_ticket_handler=self.session_ticket_handler,
         )
-        link = QuicLink(quic, addr, send, ack_delay=self.ack_delay)
+        link = QuicLink(quic, addr, send, acks=self.acks)
         link.handler = _Routing(self, link, self.handler_factory(link))
         self.links.add(link)
         self._per_host[host] = self._per_host.get(host, 0) + 1

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import trio
 from aioquic.quic import events
-from aioquic.quic.connection import QuicConnection
 from cryptography.hazmat.primitives import serialization
 from meshkit import free_udp_port, make_cluster
 
@@ -380,14 +379,9 @@ def test_links_to_loopback_use_large_datagrams(tmp_path: Path) -> None:
     assert quic._for_path(config, ("::1", 4433, 0, 0), None) is config
 
 
-def test_ack_delay_must_stay_below_the_advertised_maximum(tmp_path: Path) -> None:
-    idents, _ = make_cluster(tmp_path, 1)
-    config = quic_configuration(idents[0], SETTINGS, is_client=True)
-    connection = QuicConnection(configuration=config)
-
-    async def send(data: bytes, addr: quic.Addr) -> None:
-        return None
-
-    with pytest.raises(ValueError, match="ack_delay"):
-        quic.QuicLink(connection, ("::1", 1, 0, 0), send, ack_delay=quic.MAX_ACK_DELAY)
-    quic.QuicLink(connection, ("::1", 1, 0, 0), send, ack_delay=0.01)
+def test_ack_policy_bounds() -> None:
+    with pytest.raises(ValueError, match="ACK delay"):
+        quic.AckPolicy(delay=quic.MAX_ACK_DELAY)  # the peer allows no more for it
+    with pytest.raises(ValueError, match="every"):
+        quic.AckPolicy(delay=0.01, every=0)
+    assert quic.AckPolicy(delay=0.01).every == 2  # RFC 9000 section 13.2.2
