@@ -43,7 +43,9 @@ import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -341,6 +343,10 @@ class RegionState:
     """Set (and replaced) whenever `size` advances."""
 
 
+UPLOAD_THREADS = 8
+"""Concurrent S3 uploads of one region's round."""
+
+
 def archive_round(
     ct_dir: Path, state_db: Path, region: RegionState, note: bytes, anchor: Anchor | None = None
 ) -> int:
@@ -358,45 +364,63 @@ def archive_round(
     """
     cp = note_checkpoint(note)
     a = region.archive
+    anchor_size = parse_commitment(anchor.state)[0] if anchor else None
+    # Everything the checkpoint covers goes up at once, in parallel (S3 calls are
+    # round trips; boto3 clients are thread-safe); the checkpoint only after it.
+    jobs: list[Callable[[], str]] = []
     issuer_dir = ct_dir / "issuer"
+    new_issuers = []
     if issuer_dir.is_dir():
         for path in sorted(issuer_dir.iterdir()):
             key = f"issuer/{path.name}"
-            if path.name.startswith(".") or key in region.issuers:
-                continue
-            if a.put_immutable(key, path.read_bytes()) == "created":
-                region.objects += 1
-            region.issuers.add(key)
-    anchor_size = parse_commitment(anchor.state)[0] if anchor else None
-    for tile in tiles_between(max(region.size, 0), cp.size):
-        data = read_tile(ct_dir, tile)
+            if not path.name.startswith(".") and key not in region.issuers:
+                jobs.append(partial(a.put_immutable, key, path.read_bytes()))
+                new_issuers.append(key)
+
+    def put_tile(tile: TileID, data: bytes) -> str:
         try:
-            if a.put_immutable(tile.path(), data) == "created":
-                region.objects += 1
+            return a.put_immutable(tile.path(), data)
         except ArchiveConflict:
             if anchor_size is None or tile_end(tile) <= anchor_size:
                 raise
             a.put_over(tile.path(), data)
-            region.replaced += 1
+            return "replaced"
+
+    for tile in tiles_between(max(region.size, 0), cp.size):
+        jobs.append(partial(put_tile, tile, read_tile(ct_dir, tile)))
     blocks = read_blocks(state_db, region.height)
     if blocks:
         # One object per round: blocks (height, state.db bytes) since the last round.
         first, last = blocks[0][0], blocks[-1][0]
         body = msgpack.packb([[h, b] for h, b in blocks], use_bin_type=True)
         key = state_key(first, last, anchor.height if anchor else 0)
-        if a.put_immutable(key, body) == "created":
-            region.objects += 1
-        region.height = last
+        jobs.append(partial(a.put_immutable, key, body))
+    with ThreadPoolExecutor(min(UPLOAD_THREADS, max(len(jobs), 1))) as pool:
+        results = list(pool.map(lambda job: job(), jobs))
+    region.objects += results.count("created")
+    region.replaced += results.count("replaced")
+    region.issuers.update(new_issuers)
+    if blocks:
+        region.height = blocks[-1][0]
+
+    # The immutable history object makes the round durable: a restore takes the
+    # largest cosigned one.  The `checkpoint` pointer follows (`archive_pointer`).
+    if a.put_immutable(f"checkpoints/{cp.size}", note, same=same_text(note)) == "created":
+        region.objects += 1
+    return cp.size
+
+
+def archive_pointer(ct_dir: Path, region: RegionState, note: bytes) -> None:
+    """Move the region's ``checkpoint`` pointer to `note` unless it holds a newer one
+    (blocking).  Raises ArchiveConflict if the stored one is not a prefix of our tree."""
+    cp = note_checkpoint(note)
 
     def root_at(size: int) -> bytes:
         if size > cp.size:
             raise ArchiveConflict(f"size {size} is beyond {cp.size}")
         return tree_root(size, lambda t: read_tile(ct_dir, t))
 
-    if a.put_immutable(f"checkpoints/{cp.size}", note, same=same_text(note)) == "created":
-        region.objects += 1
-    a.put_latest("checkpoint", note, latest_check(note, root_at))
-    return cp.size
+    region.archive.put_latest("checkpoint", note, latest_check(note, root_at))
 
 
 # --- the driver ---------------------------------------------------------------------------
@@ -508,6 +532,12 @@ class Archiver:
                     archive_round, self.ct_dir, self.state_db, region, note, self.anchor,
                     abandon_on_cancel=True,
                 )  # fmt: skip
+                region.size = archived
+                region.changed.set()
+                region.changed = trio.Event()
+                await trio.to_thread.run_sync(
+                    archive_pointer, self.ct_dir, region, note, abandon_on_cancel=True
+                )
                 if region.replaced > replaced:
                     self.log.warning(
                         "archive.previous_epoch_tail_replaced", region=name,
@@ -529,9 +559,6 @@ class Archiver:
             if not region.up:
                 self.log.info("archive.region_up", region=name, size=archived)
             region.up, delay = True, 0.1
-            region.size = archived
-            region.changed.set()
-            region.changed = trio.Event()
             self.log.debug(
                 "archive.round", region=name, size=archived, height=region.height,
                 ms=round((time.monotonic() - started) * 1000, 1),

@@ -142,9 +142,9 @@ def restore(
         if k.split("/", 1)[1].isdigit()
     )
     if history and history[-1] > cp.size:
-        # The latest pointer is older than the history: rolled back, or the archiving
-        # node died between writing checkpoints/N and the pointer.  Either way the
-        # newest checkpoint that a quorum cosigned is the one to restore.
+        # The latest pointer is older than the history: it is written after the
+        # history (and may not be yet, or its writer died), or it was rolled back.
+        # Either way the newest checkpoint that a quorum cosigned is the one to restore.
         newer_key = f"checkpoints/{history[-1]}"
         newer = archive.get(newer_key)
         try:
@@ -158,8 +158,9 @@ def restore(
                 "tampered with or an old version restored"
             ) from None
         warnings.append(
-            f"checkpoint: rolled back to {cp.size} entries while {newer_key} is archived "
-            f"(tampering, or a node stopped between the two writes): restoring {newer_key}"
+            f"checkpoint: the latest pointer has {cp.size} entries but {newer_key} is "
+            "archived (the pointer follows the history, or it was rolled back): restoring "
+            f"{newer_key}"
         )
         progress(warnings[-1])
         note, cp = newer, cosigned.checkpoint

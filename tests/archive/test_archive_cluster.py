@@ -367,7 +367,7 @@ def test_a_rolled_back_pointer_restores_the_newest_cosigned_checkpoint(
     report = json.loads(out)
     assert report["entries"] == size
     (warning,) = report["warnings"]
-    assert f"rolled back to {size - 1} entries while checkpoints/{size} is archived" in warning
+    assert f"pointer has {size - 1} entries but checkpoints/{size} is archived" in warning
 
 
 def test_restore_from_a_bucket_that_is_not_there_says_so(
