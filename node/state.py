@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -61,8 +60,7 @@ from trustchain.consensus.proofs.errors import LedgerError, ProofRejected
 from trustchain.consensus.proofs.ledger import StakeLedger
 from trustchain.consensus.proofs.verifier import BundleVerifier, CheckedBundle
 from trustchain.consensus.validators import InvalidMessage, ValidatorSet
-from trustchain.ct.merkle import EMPTY_ROOT, leaf_hash, node_hash
-from trustchain.ct.sct import merkle_tree_leaf
+from trustchain.ct.merkle import EMPTY_ROOT, node_hash
 from trustchain.ct.tiles import TileLeaf, new_leaf
 from trustchain.dns.records import CertificateIssued, CertificateRevoked, Change
 from trustchain.node.ca.genesis import CAGenesis
@@ -84,6 +82,9 @@ MAX_OP_BYTES = 64 * 1024
 """A CSR, a bundle and a precertificate fit in a few KiB; anything this large is refused unread."""
 STATE_BYTES = 40
 _CACHE = 4096
+_ENTRY_CACHE = 256
+"""Blocks whose log entries are kept: a block's entries are needed when it is executed
+(its child's state), when this validator signs its SCTs and when it is applied."""
 
 
 class OperationError(ValueError):
@@ -403,6 +404,9 @@ class ReplicatedState:
         self._results: OrderedDict[tuple[bytes, int, bytes], bytes] = OrderedDict()
         self._decoded: OrderedDict[bytes, DecodedIssue | str] = OrderedDict()
         self._bundles: OrderedDict[tuple[bytes, int], CheckedBundle] = OrderedDict()
+        self._block_entries: OrderedDict[
+            tuple[bytes, int, bytes], tuple[list[LoggedEntry], list[bytes]]
+        ] = OrderedDict()
         self._context = _Context()
         self.find_block: Callable[[bytes, tuple[bytes, ...]], Block | None] = lambda s, o: None
         """Set by the driver: a block with this state and payload (for execute without context)."""
@@ -578,7 +582,7 @@ class ReplicatedState:
         edge = self._edges.get(state)
         if edge is None:
             return b"unknown-state"
-        leaves = [e.leaf.leaf_hash() for e in self._entries(edge, ops, timestamp)]
+        _, leaves = self._entries_and_hashes(state, edge, ops, timestamp)
         after = edge.append(leaves)
         result = after.commitment()
         self._remember(result, after)
@@ -592,6 +596,21 @@ class ReplicatedState:
         self._edges.move_to_end(commitment)
         if len(self._edges) > _CACHE:
             self._edges.popitem(last=False)
+
+    def _entries_and_hashes(
+        self, state: bytes, edge: TreeEdge, ops: Sequence[bytes], timestamp: int
+    ) -> tuple[list[LoggedEntry], list[bytes]]:
+        """`_entries` of a block whose own state is `state` (= `edge`), with their leaf
+        hashes; remembered, since every block needs them up to three times."""
+        key = (state, timestamp, hashlib.sha256(b"".join(operation_id(o) for o in ops)).digest())
+        found = self._block_entries.get(key)
+        if found is None:
+            entries = self._entries(edge, ops, timestamp)
+            found = (entries, [e.leaf.leaf_hash() for e in entries])
+            self._block_entries[key] = found
+            if len(self._block_entries) > _ENTRY_CACHE:
+                self._block_entries.popitem(last=False)
+        return found
 
     def _entries(self, edge: TreeEdge, ops: Sequence[bytes], timestamp: int) -> list[LoggedEntry]:
         """The log entries of a block: its issue operations that decode, in order."""
@@ -619,7 +638,7 @@ class ReplicatedState:
         edge = self._edges.get(block.state)
         if edge is None:
             return []
-        return self._entries(edge, block.payload, block.timestamp)
+        return self._entries_and_hashes(block.state, edge, block.payload, block.timestamp)[0]
 
     # --- committed blocks ---------------------------------------------------------
 
@@ -629,8 +648,10 @@ class ReplicatedState:
             raise ValueError(f"block {block.height} applied after {self.height}")
         if block.state != self.edge.commitment():
             raise ValueError(f"block {block.height} does not extend the applied log")
-        entries = self._entries(self.edge, block.payload, block.timestamp)
-        by_op = {e.op_id: e for e in entries}
+        entries, hashes = self._entries_and_hashes(
+            block.state, self.edge, block.payload, block.timestamp
+        )
+        by_op = {e.op_id: (e, h) for e, h in zip(entries, hashes, strict=True)}
         changes: list[Change] = []
         revoked: list[Revocation] = []
         refused: list[tuple[bytes, str]] = []
@@ -639,10 +660,10 @@ class ReplicatedState:
             oid = operation_id(op)
             try:
                 if op.startswith(TAG_ISSUE):
-                    entry = by_op.get(oid)
-                    if entry is None:
+                    logged = by_op.get(oid)
+                    if logged is None:
                         raise OperationError("issue: not logged (malformed)")
-                    changes.extend(self._apply_issue(entry, block))
+                    changes.extend(self._apply_issue(*logged, block))
                 elif op.startswith(TAG_REVOKE):
                     r = decode_revoke(op)
                     self._check_revoke(r)
@@ -659,7 +680,7 @@ class ReplicatedState:
                     self.ledger.apply(decode_signed_operation(op[len(TAG_LEDGER) :]))
             except (OperationError, InvalidMessage, LedgerError, ValueError) as exc:
                 refused.append((oid, str(exc)))
-        self.edge = self.edge.append(e.leaf.leaf_hash() for e in entries)
+        self.edge = self.edge.append(hashes)
         self._remember(self.edge.commitment(), self.edge)
         self.height, self.timestamp = block.height, block.timestamp
         if block.height % self.policy.epoch_length == 0:
@@ -674,7 +695,7 @@ class ReplicatedState:
             tuple(refused), self.edge,
         )  # fmt: skip
 
-    def _apply_issue(self, entry: LoggedEntry, block: Block) -> list[Change]:
+    def _apply_issue(self, entry: LoggedEntry, leaf: bytes, block: Block) -> list[Change]:
         d = entry.decoded
         serial = d.precert.serial
         try:
@@ -694,15 +715,14 @@ class ReplicatedState:
             issuer=d.request.issuer,
             leaf_index=_index_of(entry),
             timestamp=tbs.timestamp,
-            leaf_hash=leaf_hash(merkle_tree_leaf(tbs)),
+            leaf_hash=leaf,
             height=block.height,
             names=d.csr.dns_names,
             not_after=d.request.not_after,
             issuer_key_id=d.precert.issuer.key_id,
         )
         self.by_leaf_hash[self.certificates[serial].leaf_hash] = serial
-        cert = x509.load_der_x509_certificate(d.request.precertificate)
-        issued = _tlsa_change(cert)
+        issued = _tlsa_change(d)
         return [issued] if issued is not None else []
 
     def restore(self, edge: TreeEdge, height: int, timestamp: int) -> None:
@@ -718,13 +738,25 @@ def _index_of(entry: LoggedEntry) -> int:
     return index if index is not None else 0
 
 
-def _tlsa_change(cert: x509.Certificate) -> CertificateIssued | None:
-    from trustchain.dns.records import RecordError, certificate_issued
+def _tlsa_change(d: DecodedIssue) -> CertificateIssued | None:
+    """What `trustchain.dns.records.certificate_issued` makes of the precertificate.
+
+    Built from the checked CSR instead of parsing the certificate again: the
+    precertificate was checked to be exactly the one its request determines,
+    so its subjectAltName is the CSR's names and its key the CSR's key.
+    """
+    import dns.exception
+    import dns.name
 
     try:
-        return certificate_issued(cert)
-    except RecordError:
+        names = tuple(dns.name.from_text(n) for n in d.csr.dns_names)
+    except dns.exception.DNSException:
         return None
+    return CertificateIssued(
+        certificate_id=format(d.precert.serial, "x"),
+        names=names,
+        spki_sha256=hashlib.sha256(d.csr.spki).digest(),
+    )
 
 
 # --- the core, told which block it works on ---------------------------------------------

@@ -243,3 +243,27 @@ def test_equivocation_evidence(world: World) -> None:
     state.apply(_block(state, _genesis(state), (op,)))
     assert state.slashed == {"v3"}
     assert "already punished" in (state.validate(op) or "")
+
+
+def test_published_records_match_the_precertificate(world: World) -> None:
+    """The TLSA change and leaf hash are taken from the checked request and the cached
+    entry; they must be exactly what the precertificate itself gives."""
+    from cryptography import x509
+
+    from trustchain.ct.merkle import leaf_hash
+    from trustchain.ct.sct import merkle_tree_leaf
+    from trustchain.dns.records import certificate_issued
+
+    state = world.state()
+    ops = (world.op(["a.trust.example", "b.trust.example"]), world.op(issuer="v2"))
+    b1 = _block(state, _genesis(state), ops)
+    entries = state.entries_of(b1)
+    assert state.entries_of(b1) == entries  # the same entries every time they are asked for
+    applied = state.apply(b1)
+    assert applied.entries == tuple(entries)
+    for entry, change in zip(applied.entries, applied.dns, strict=True):
+        precert = x509.load_der_x509_certificate(entry.decoded.request.precertificate)
+        assert change == certificate_issued(precert)
+        record = state.certificates[precert.serial_number]
+        assert record.leaf_hash == leaf_hash(merkle_tree_leaf(entry.leaf.entry))
+        assert state.by_leaf_hash[record.leaf_hash] == precert.serial_number
