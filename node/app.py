@@ -54,14 +54,13 @@ from trustchain.ct.checkpoint import (
     RFC6962NoteVerifier,
     Voter,
     decode_rfc6962_signature,
-    merge_cosignatures,
     open_checkpoint,
     parse_checkpoint,
     sign_checkpoint,
     verify_cosigned,
 )
 from trustchain.ct.merkle import EMPTY_ROOT
-from trustchain.ct.note import NoteError, parse_note
+from trustchain.ct.note import Note, NoteError, format_note, parse_note
 from trustchain.ct.sct import (
     SignedCertificateTimestamp,
     issue_sct,
@@ -371,7 +370,7 @@ class NodeApp:
         self._pending: dict[bytes, _Pending] = {}
         # op id -> validator name -> SCT; SCTs for requests this node issues.
         self._scts: dict[bytes, dict[str, SignedCertificateTimestamp]] = {}
-        self._cosig: dict[int, bytes] = {}
+        self._cosig: dict[int, Note] = {}
         self._voters = ca.checkpoint_voters(self.origin)
         self.issued = 0
         self.applied_height = 0
@@ -620,14 +619,21 @@ class NodeApp:
             return  # nothing newer than the cosigned checkpoint we have
         if cp.size > self.state.edge.size + MAX_COSIG_AHEAD:
             return  # not a tree this node could reach soon: a peer is lying or far ahead
+        # Signatures are merged as parsed lines (as ct.checkpoint.merge_cosignatures
+        # does with notes): each note is parsed once, not again at every merge.
         have = self._cosig.get(cp.size)
-        try:
-            merged = note if have is None else merge_cosignatures(have, note)
-        except CheckpointError:
+        if have is None:
+            merged = parsed
+        elif have.text == parsed.text:
+            lines = {(s.name, s.key_id, s.signature): s for s in have.signatures}
+            for s in parsed.signatures:
+                lines.setdefault((s.name, s.key_id, s.signature), s)
+            merged = Note(have.text, tuple(lines.values()))
+        else:
             # Another text for this size: only ours (the committed tree) counts.
             if cp.size > self.state.edge.size or cp.root_hash != self.state.edge.root():
                 return
-            merged = note
+            merged = parsed
         self._cosig[cp.size] = merged
         for old in [s for s in self._cosig if s <= self._cosigned_at]:
             del self._cosig[old]
@@ -639,15 +645,16 @@ class NodeApp:
             return
         # Count the known signers first: the signatures are checked (all of them,
         # by verify_cosigned) only once a quorum could be there.
-        signers = {(sig.name, sig.key_id) for sig in parse_note(merged).signatures}
+        signers = {(sig.name, sig.key_id) for sig in merged.signatures}
         power = sum(p for key, p in self._voter_power.items() if key in signers)
         if not self.ca.has_quorum(power):
             return
         try:
-            verify_cosigned(merged, self._voters, origin=self.origin)
+            cosigned = format_note(merged.text, merged.signatures)
+            verify_cosigned(cosigned, self._voters, origin=self.origin)
         except (CheckpointError, ValueError):
             return
-        self.ctlog.write_cosigned(self.data_dir / "ct", merged)
+        self.ctlog.write_cosigned(self.data_dir / "ct", cosigned)
         self._cosigned_at = cp.size
         self._cosigned_changed.set()
         self._cosigned_changed = trio.Event()
