@@ -76,34 +76,43 @@ def spans(
     if not 0 <= start <= stop <= len(data):
         raise DERError("span outside the data")
     out: list[tuple[int, int, int, int]] = []
+    append = out.append
+    left = most
     pos = start
-    while pos < stop and len(out) != most:
+    while pos < stop:
         at = pos
         if stop - pos < 2:
             raise DERError("truncated TLV header")
         tag = data[pos]
         if tag & 0x1F == 0x1F:
             raise DERError("high-tag-number form is not used in certificates")
-        first = data[pos + 1]
+        length = data[pos + 1]
         pos += 2
-        if first < 0x80:
-            length = first
-        elif first == 0x80:
-            raise DERError("indefinite length is not DER")
-        else:
-            n = first & 0x7F
+        if length >= 0x80:
+            n = length & 0x7F
+            if n == 0:
+                raise DERError("indefinite length is not DER")
             if n > 4 or stop - pos < n:
                 raise DERError("bad long-form length")
             if data[pos] == 0:
                 raise DERError("non-minimal length encoding")
-            length = int.from_bytes(data[pos : pos + n], "big")
+            if n == 1:
+                length = data[pos]
+            elif n == 2:
+                length = data[pos] << 8 | data[pos + 1]
+            else:
+                length = int.from_bytes(data[pos : pos + n], "big")
             if length < 0x80:
                 raise DERError("long form used for a short length")
             pos += n
-        if stop - pos < length:
+        content_end = pos + length
+        if content_end > stop:
             raise DERError("content runs past the end of the data")
-        out.append((tag, at, pos, pos + length))
-        pos += length
+        append((tag, at, pos, content_end))
+        pos = content_end
+        left -= 1
+        if left == 0:
+            break
     return out
 
 

@@ -173,6 +173,12 @@ class _Issuer:
     """Start of its validity."""
     not_after: dt.datetime
     """End of its validity."""
+    algorithm: bytes
+    """The AlgorithmIdentifier DER its signatures carry (empty without ``scheme``)."""
+    signed_text: str
+    """The report's "intermediate" line for it."""
+    signature_text: str
+    """The report's "signature" line for it."""
 
 
 class Verifier:
@@ -193,8 +199,9 @@ class Verifier:
         self._now: dt.datetime | None = None
         self._now_text = ""
         """The last ``now`` and its text for the report."""
-        self._log_keys: dict[bytes, LogKey] = {}
-        """SCT log id -> the prepared key of the validator genesis gives for it."""
+        self._now_ms = 0
+        self._logs: dict[bytes, tuple[LogValidator, LogKey]] = {}
+        """SCT log id -> the validator the genesis gives for it, and its prepared key."""
         self._genesis_intermediates: dict[tuple[bytes, bytes], CACertificate] = {}
         """(subjectKeyIdentifier, subject DER) -> the first genesis intermediate with them."""
         for _, cert in genesis.intermediates():
@@ -239,19 +246,25 @@ class Verifier:
                 scheme=scheme,
                 not_before=issuer.not_before,
                 not_after=issuer.not_after,
+                algorithm=scheme.algorithm_identifier if scheme is not None else b"",
+                signed_text=f"{issuer.name} is signed by {self._root.name}",
+                signature_text=f"signed by {issuer.name} ({scheme.value if scheme else '?'})",
             )
             if len(self._issuers) >= _MAX_CACHED:
                 self._issuers.clear()
             self._issuers[issuer.der] = facts
         return facts
 
-    def _log_key(self, validator: LogValidator, lid: bytes) -> LogKey:
-        key = self._log_keys.get(lid)
-        if key is None:
-            assert validator.log_key is not None
-            key = LogKey(validator.log_key)
-            self._log_keys[lid] = key
-        return key
+    def _log(self, lid: bytes) -> tuple[LogValidator, LogKey] | None:
+        """The validator the genesis names for an SCT's log id, with its prepared key."""
+        known = self._logs.get(lid)
+        if known is None:
+            validator = self.genesis.validator_for_log_id(lid)
+            if validator is None or validator.log_key is None:
+                return None
+            known = (validator, LogKey(validator.log_key))
+            self._logs[lid] = known
+        return known
 
     def _find_issuer(
         self,
@@ -344,12 +357,12 @@ class Verifier:
             ), None
         if not facts.can_sign:
             return report.failed("intermediate", f"{issuer.name} may not sign certificates"), None
-        report.passed("intermediate", f"{issuer.name} is signed by {root.name}")
+        report.passed("intermediate", facts.signed_text)
 
         # The certificate's own signature, on every call.
         signed = False
         if facts.key is not None and facts.scheme is not None:
-            if split.signature_algorithm == facts.scheme.algorithm_identifier:
+            if split.signature_algorithm == facts.algorithm:
                 try:
                     value = der.bit_string_value(split.signature)
                 except der.DERError:
@@ -360,8 +373,7 @@ class Verifier:
             return report.failed(
                 "signature", f"the certificate's signature does not verify with {issuer.name}"
             ), None
-        assert facts.scheme is not None
-        report.passed("signature", f"signed by {issuer.name} ({facts.scheme.value})")
+        report.passed("signature", facts.signature_text)
 
         not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
         root_start, root_end = self._root_validity
@@ -383,6 +395,7 @@ class Verifier:
                     return report.failed("validity", f"{what} expired at {_when(end)}"), None
         if now is not self._now:  # the same object for a run of certificates
             self._now, self._now_text = now, _when(now)
+            self._now_ms = int(now.timestamp() * 1000)
         report.passed(
             "validity",
             f"{_when(not_before)} to {_when(not_after)}, checked at {self._now_text}",
@@ -399,7 +412,7 @@ class Verifier:
                     ), None
             report.passed("names", f"within {', '.join(issuer.zones)}")
 
-        scts = self._check_scts(report, split, issuer, now)
+        scts = self._check_scts(report, split, issuer)
         if scts is None:
             return report, None
 
@@ -422,7 +435,6 @@ class Verifier:
         report: Report,
         split: SplitCertificate,
         issuer: CACertificate,
-        now: dt.datetime,
     ) -> tuple[SignedCertificateTimestamp, ...] | None:
         if not split.find(SCT_LIST_EXTENSION):
             report.failed("scts", "the certificate embeds no SCT list")
@@ -439,16 +451,17 @@ class Verifier:
             return None
         seen: dict[str, int] = {}
         signers: list[LogValidator] = []
-        now_ms = int(now.timestamp() * 1000)
+        now_ms = self._now_ms
         for i, sct in enumerate(scts, 1):
-            validator = self.genesis.validator_for_log_id(sct.log_id)
-            if validator is None or validator.log_key is None:
+            log = self._log(sct.log_id)
+            if log is None:
                 report.failed(
                     "scts",
                     f"SCT {i} of {len(scts)} is from log {sct.log_id.hex()[:16]}..., "
                     "which is not a validator's CT log",
                 )
                 return None
+            validator, log_key = log
             if validator.name in seen:
                 report.failed(
                     "scts",
@@ -459,7 +472,7 @@ class Verifier:
             seen[validator.name] = i
             try:
                 # Every SCT's signature, over the rebuilt TBS, on every call.
-                self._log_key(validator, sct.log_id).verify(sct, entry)
+                log_key.verify(sct, entry)
             except SCTError as exc:
                 report.failed("scts", f"SCT {i} from validator {validator.name}: {exc}")
                 return None
@@ -473,8 +486,9 @@ class Verifier:
         if len(leaves) > 1:
             report.failed("scts", "the SCTs commit to different log entries (timestamps differ)")
             return None
-        report.passed("scts", f"{len(scts)} SCTs verify, from {', '.join(v.name for v in signers)}")
-        power = sum(v.power for v in signers)
+        who = ", ".join([v.name for v in signers])
+        report.passed("scts", f"{len(scts)} SCTs verify, from {who}")
+        power = sum([v.power for v in signers])
         total = self.genesis.total_power
         if not self.genesis.has_quorum(power):
             report.failed(
