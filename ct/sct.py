@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from trustchain.ct import _tls, der
 from trustchain.ct._tls import DecodeError, Reader
@@ -78,7 +79,7 @@ class LogEntry:
 
     _signed: bytes = field(init=False, repr=False, compare=False)
     _identity: bytes = field(init=False, repr=False, compare=False)
-    _last_sct: tuple[int, bytes, bytes] | None = field(
+    _last_sct: tuple[int, bytes, bytes, bytes] | None = field(
         init=False, repr=False, compare=False, default=None
     )
 
@@ -105,14 +106,22 @@ class LogEntry:
 
         The SCTs embedded in one certificate normally share their timestamp and
         extensions (they commit to one log entry), so every log's signature is
-        over the same bytes: built once, checked once per log.
+        over the same bytes: built (and hashed, see ``sct_signed_digest``) once,
+        checked once per log.
         """
+        return self._sct_signed(timestamp, extensions)[2]
+
+    def sct_signed_digest(self, timestamp: int, extensions: bytes) -> bytes:
+        """SHA-256 of ``sct_signed_data(timestamp, extensions)``, remembered with it."""
+        return self._sct_signed(timestamp, extensions)[3]
+
+    def _sct_signed(self, timestamp: int, extensions: bytes) -> tuple[int, bytes, bytes, bytes]:
         last = self._last_sct
-        if last is not None and last[0] == timestamp and last[1] == extensions:
-            return last[2]
-        data = sct_signed_data(timestamp, self, extensions)
-        object.__setattr__(self, "_last_sct", (timestamp, extensions, data))
-        return data
+        if last is None or last[0] != timestamp or last[1] != extensions:
+            data = sct_signed_data(timestamp, self, extensions)
+            last = (timestamp, extensions, data, hashlib.sha256(data).digest())
+            object.__setattr__(self, "_last_sct", last)
+        return last
 
     def identity(self) -> bytes:
         """A hash that is equal for equal submissions: the key for deduplication."""
@@ -390,7 +399,8 @@ async def issue_sct(
     return SignedCertificateTimestamp(lid, timestamp, extensions, ds)
 
 
-_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_ECDSA_PREHASHED_SHA256 = ec.ECDSA(Prehashed(hashes.SHA256()))
+"""ECDSA over a SHA-256 digest already taken: the same check as over the message."""
 
 
 class LogKey:
@@ -436,14 +446,17 @@ class LogKey:
             )
         if self._problem:
             raise SCTError(self._problem)
-        message = entry.sct_signed_data(sct.timestamp, sct.extensions)
         if self._p256 is not None:
+            # The digest of the signed data, shared by the SCTs of one entry.
+            digest = entry.sct_signed_digest(sct.timestamp, sct.extensions)
             try:
-                self._p256.verify(ds.signature, message, _ECDSA_SHA256)
+                self._p256.verify(ds.signature, digest, _ECDSA_PREHASHED_SHA256)
                 return
             except (InvalidSignature, ValueError):
                 pass
-        elif verify_signature(self.public_key, ds.signature, message):
+        elif verify_signature(
+            self.public_key, ds.signature, entry.sct_signed_data(sct.timestamp, sct.extensions)
+        ):
             return
         raise SCTError("SCT: signature does not verify with the log's key")
 

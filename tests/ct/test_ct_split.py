@@ -308,6 +308,12 @@ def test_log_entry_identity_is_computed_when_asked() -> None:
 def test_log_entry_remembers_only_the_signed_data_it_was_asked_for_last() -> None:
     entry = LogEntry(EntryType.PRECERT, b"tbs", bytes(32))
     for ts, ext in ((1, b""), (1, b""), (2, b""), (2, b"\x00"), (1, b"")):
-        assert entry.sct_signed_data(ts, ext) == sct.sct_signed_data(ts, entry, ext)
+        data = sct.sct_signed_data(ts, entry, ext)
+        assert entry.sct_signed_data(ts, ext) == data
+        assert entry.sct_signed_digest(ts, ext) == hashlib.sha256(data).digest()
+        assert (
+            entry.sct_signed_digest(ts + 1, ext)
+            == hashlib.sha256(sct.sct_signed_data(ts + 1, entry, ext)).digest()
+        )
     assert entry == LogEntry(EntryType.PRECERT, b"tbs", bytes(32))
     assert hash(entry) == hash(LogEntry(EntryType.PRECERT, b"tbs", bytes(32)))
