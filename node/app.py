@@ -381,6 +381,8 @@ class NodeApp:
         self._nursery: trio.Nursery | None = None
         self._cosigned_changed = trio.Event()
         """Set (and replaced) whenever the cosigned checkpoint advances."""
+        self._applied_changed = trio.Event()
+        """Set (and replaced) whenever `applied_height` advances."""
         self._voter_power = {(v.verifier.name, v.verifier.key_id): v.power for v in self._voters}
         self.archiver: Archiver | None = None
         """The S3 archive of this node's log and state (set by the daemon), if any."""
@@ -560,18 +562,23 @@ class NodeApp:
                 await self._carry_out(block, applied)
 
     async def _carry_out(self, block: Block, applied: Applied) -> None:
-        if applied.entries:
-            await self.ctlog.append(applied.entries, block.timestamp, applied.edge.root())
-            await self._cosign(applied)
-        if self.authority is not None and applied.dns:
-            self._apply_dns(applied)
-        self.applied_height = block.height
+        # The block is committed: the final certificates of the requests this node
+        # issues are signed while the entries go into the CT store (`issue` answers
+        # only once the store holds them).
         for e in applied.entries:
             pending = self._pending.get(e.op_id)
             if pending is not None:
                 index = e.leaf.entry.extensions
                 pending.committed = (block.height, block.timestamp, leaf_index_of(index) or 0)
                 self._try_final_soon(e.op_id)
+        if applied.entries:
+            await self.ctlog.append(applied.entries, block.timestamp, applied.edge.root())
+            await self._cosign(applied)
+        if self.authority is not None and applied.dns:
+            self._apply_dns(applied)
+        self.applied_height = block.height
+        self._applied_changed.set()
+        self._applied_changed = trio.Event()
         if applied.entries:
             self.log.info(
                 "app.logged", height=block.height, entries=len(applied.entries),
@@ -769,6 +776,14 @@ class NodeApp:
                     "timeout", f"not issued within {timeout:g} s; retry later", 503
                 )
             result = pending.result
+            # Nothing is acknowledged before this node's CT store holds it durably.
+            with trio.move_on_after(FINAL_WAIT):
+                while self.applied_height < result.height:
+                    await self._applied_changed.wait()
+            if self.applied_height < result.height:
+                raise RequestRefused(
+                    "timeout", "issued, but not yet durable in this node's log; retry later", 503
+                )
             # The client wants a cosigned checkpoint that covers its leaf.
             with trio.move_on_after(FINAL_WAIT):
                 while self._cosigned_size() <= result.leaf_index:
