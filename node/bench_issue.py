@@ -6,14 +6,20 @@ processes) and runs the load generator as another process
 request's key, CSR and proof bundle beforehand (the epoch's space and time
 proofs once, the work per request), then:
 
-1. fixed offered loads (open loop: latency counts from the scheduled send time);
+1. fixed offered loads (open loop: latency counts from the scheduled send time),
+   each with the validators' CPU time (from /proc) per issued certificate;
 2. saturation: closed-loop clients for a while; issued certificates per second
-   and the validators' CPU time (from /proc) per issued certificate;
-3. status lookups per second on one node (closed loop);
-4. the cryptography alone, measured in the same process: what one validator
+   and the validators' CPU time per issued certificate;
+3. status lookups per second (closed loop), on one node and on all nodes at once;
+4. mixed saturation: issuance and status lookups at once, every node serving
+   both: certificate operations (issue + validate) per second;
+5. the cryptography alone, measured in the same process: what one validator
    must compute per certificate at the least (Ed25519 bundle signature, the work
    hash, the precertificate's P-384 signature check, its P-256 SCT) plus its
    share as issuing node (two P-384 signatures, SCT checks).
+
+The load generator is one process: its own CPU time per request is printed too,
+since on a small machine it shares the CPUs with the validators.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -49,6 +56,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
             example:
               trustchain bench issue --nodes 4 --loads 10,50,100 --seconds 5
+              trustchain bench issue --consensus 'min_block_interval = 0.25'
             """
         ),
     )
@@ -57,6 +65,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench.add_argument("--loads", default="10,50,100", help="offered loads, issuances/s")
     bench.add_argument("--seconds", type=float, default=5.0, help="per phase (default 5)")
     bench.add_argument("--clients", type=int, default=32, help="saturation clients (default 32)")
+    bench.add_argument(
+        "--consensus",
+        default="",
+        metavar="TOML",
+        help="body of a [consensus] table for every node (e.g. 'min_block_interval = 0.25')",
+    )
     bench.set_defaults(func=cmd_bench)
 
 
@@ -68,7 +82,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError("--loads, --seconds and --clients must be positive")
     print(f"Setting up {args.nodes} validators in {args.dir}/ ...", flush=True)
     cluster = create_full_cluster(
-        args.dir.resolve(), args.nodes, node_extra="api_rate_limit = 10000000\n"
+        args.dir.resolve(),
+        args.nodes,
+        node_extra="api_rate_limit = 10000000\n",
+        consensus=args.consensus.replace(";", "\n"),
     )
     cluster.start()
     try:
@@ -93,23 +110,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 1
     result = json.loads(worker.stdout.strip().splitlines()[-1])
     print(f"\nIssuance, {args.nodes} validators on one machine ({os.cpu_count()} CPUs)")
-    print(f"{'offered/s':>10} {'issued/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    if args.consensus:
+        print(f"[consensus] {args.consensus}")
+    print(
+        f"{'offered/s':>10} {'issued/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'CPU us/cert/validator':>22}"
+    )
     for row in result["loads"]:
         print(
             f"{row['offered']:>10.0f} {row['rate']:>9.1f} {row['p50']:>8.1f} "
-            f"{row['p99']:>8.1f} {row['errors']:>7}"
+            f"{row['p99']:>8.1f} {row['errors']:>7} {row['cpu_us_per_cert_per_validator']:>22.0f}"
         )
     sat = result["saturation"]
     print(
         f"saturation ({args.clients} clients): {sat['rate']:.1f} issued/s, "
         f"p50 {sat['p50']:.1f} ms, p99 {sat['p99']:.1f} ms, {sat['errors']} errors"
     )
-    print(f"status lookups: {result['status_rate']:.0f}/s on one node")
+    status = result["status"]
+    print(
+        f"status lookups: {status['one']:.0f}/s on one node; {status['all']:.0f}/s on "
+        f"{args.nodes} nodes at once ({status['all'] / args.nodes:.0f}/s per node)"
+    )
+    mixed = result["mixed"]
+    print(
+        f"certificate operations at saturation (issue and status lookups at once, every "
+        f"node): {mixed['issued'] + mixed['validated']:.0f}/s ({mixed['issued']:.1f} issued/s, "
+        f"{mixed['validated']:.0f} validated/s)"
+    )
     crypto = result["crypto_us"]
     cpu = sat["cpu_us_per_cert_per_validator"]
     print(
         f"CPU per issued certificate per validator: {cpu:.0f} us; cryptography alone "
         f"{crypto:.0f} us; ratio {cpu / crypto:.1f}"
+    )
+    print(
+        f"load generator CPU per issuance request: {result['loadgen_us_per_issue']:.0f} us "
+        f"(its own process, on the same CPUs)"
     )
     return 0
 
@@ -283,6 +319,47 @@ def _open_loop(
     }  # fmt: skip
 
 
+def _closed_loop(
+    conns: list[_Conn],
+    seconds: float,
+    work: Callable[[_Conn], bool],
+    latencies: list[float] | None = None,
+) -> tuple[int, int, float]:
+    """Each connection does `work` back to back for `seconds`: (done, errors, elapsed)."""
+    counts = [0, 0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def run(conn: _Conn) -> None:
+        while time.monotonic() < stop_at:
+            t0 = time.monotonic()
+            try:
+                ok = work(conn)
+            except _Exhausted:
+                return
+            with lock:
+                counts[0 if ok else 1] += 1
+                if ok and latencies is not None:
+                    latencies.append((time.monotonic() - t0) * 1000)
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=run, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return counts[0], counts[1], time.monotonic() - t0
+
+
+class _Exhausted(Exception):
+    """The requests made beforehand are used up."""
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _worker(
     directory: Path, loads: list[float], seconds: float, clients: int, pids: list[int]
 ) -> None:
@@ -292,12 +369,13 @@ def _worker(
     names = list(load_endpoints(directory))
     apis = [cluster_client(directory, n) for n in names]
     saturation_budget = int(max(loads) * seconds * 3) + 200
-    total = int(sum(load * seconds for load in loads)) + saturation_budget
+    total = int(sum(load * seconds for load in loads)) + 2 * saturation_budget
     print(f"making {total} requests' proofs beforehand ...", file=sys.stderr, flush=True)
     bodies = _prepare(directory, total)
     cursor = [0]
     lock = threading.Lock()
     serials: list[str] = []
+    issued_cpu = [0.0, 0]  # load generator CPU seconds and requests, issuance phases
 
     def next_body() -> bytes | None:
         with lock:
@@ -313,64 +391,73 @@ def _worker(
                 serials.append(json.loads(data)["serial"])
         return status == 200
 
+    def issue_next(conn: _Conn) -> bool:
+        body = next_body()
+        if body is None:
+            raise _Exhausted
+        return issue(conn, body)
+
     results: dict[str, Any] = {"loads": []}
     for load in loads:
-        results["loads"].append(_open_loop(apis, load, seconds, issue, next_body))
+        cpu0, own0, done0 = _cpu_seconds(pids), _own_cpu(), cursor[0]
+        row = _open_loop(apis, load, seconds, issue, next_body)
+        issued = row["rate"] * seconds
+        row["cpu_us_per_cert_per_validator"] = (
+            (_cpu_seconds(pids) - cpu0) / len(pids) / max(1.0, issued) * 1e6
+        )
+        issued_cpu[0] += _own_cpu() - own0
+        issued_cpu[1] += cursor[0] - done0
+        results["loads"].append(row)
         print(f"offered {load}/s done", file=sys.stderr, flush=True)
 
     sat_latencies: list[float] = []
-    sat_errors = [0]
-    stop_at = time.monotonic() + seconds
-
-    def closed_loop(conn: _Conn) -> None:
-        while time.monotonic() < stop_at:
-            body = next_body()
-            if body is None:
-                return
-            t0 = time.monotonic()
-            ok = issue(conn, body)
-            with lock:
-                if ok:
-                    sat_latencies.append((time.monotonic() - t0) * 1000)
-                else:
-                    sat_errors[0] += 1
-
-    cpu0, t0 = _cpu_seconds(pids), time.monotonic()
-    threads = [
-        threading.Thread(target=closed_loop, args=(_Conn(apis[k % len(apis)]),))
-        for k in range(clients)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed, cpu = time.monotonic() - t0, _cpu_seconds(pids) - cpu0
-    issued = len(sat_latencies)
+    cpu0, own0, done0 = _cpu_seconds(pids), _own_cpu(), cursor[0]
+    conns = [_Conn(apis[k % len(apis)]) for k in range(clients)]
+    issued, errors, elapsed = _closed_loop(conns, seconds, issue_next, sat_latencies)
+    cpu = _cpu_seconds(pids) - cpu0
+    issued_cpu[0] += _own_cpu() - own0
+    issued_cpu[1] += cursor[0] - done0
     results["saturation"] = {
         "rate": issued / elapsed, "p50": _percentile(sat_latencies, 0.5),
-        "p99": _percentile(sat_latencies, 0.99), "errors": sat_errors[0],
+        "p99": _percentile(sat_latencies, 0.99), "errors": errors,
         "cpu_us_per_cert_per_validator": cpu / len(pids) / max(1, issued) * 1e6,
     }  # fmt: skip
+    print("saturation done", file=sys.stderr, flush=True)
 
-    lookups = [0]
-    stop_at = time.monotonic() + min(seconds, 3.0)
+    def lookup(conn: _Conn) -> bool:
+        with lock:
+            serial = serials[int(time.monotonic() * 1e6) % len(serials)]
+        status, _ = conn.call("GET", f"/v1/status/{serial}")
+        return status == 200
 
-    def status_loop(conn: _Conn) -> None:
-        k = 0
-        while time.monotonic() < stop_at:
-            status, _ = conn.call("GET", f"/v1/status/{serials[k % len(serials)]}")
-            k += 1
-            if status == 200:
-                with lock:
-                    lookups[0] += 1
+    lookup_seconds = min(seconds, 3.0)
+    done, _, elapsed = _closed_loop([_Conn(apis[0]) for _ in range(8)], lookup_seconds, lookup)
+    every = [_Conn(apis[k % len(apis)]) for k in range(8 * len(apis))]
+    done_all, _, elapsed_all = _closed_loop(every, lookup_seconds, lookup)
+    results["status"] = {"one": done / elapsed, "all": done_all / elapsed_all}
+    print("status lookups done", file=sys.stderr, flush=True)
 
-    t0 = time.monotonic()
-    threads = [threading.Thread(target=status_loop, args=(_Conn(apis[0]),)) for _ in range(8)]
-    for t in threads:
+    # Mixed: the issuing clients and lookups spread over every node, at once.
+    mixed: dict[str, float] = {}
+
+    def issuing() -> None:
+        n, _, t = _closed_loop(
+            [_Conn(apis[k % len(apis)]) for k in range(clients)], seconds, issue_next
+        )
+        mixed["issued"] = n / t
+
+    def validating() -> None:
+        conns = [_Conn(apis[k % len(apis)]) for k in range(4 * len(apis))]
+        n, _, t = _closed_loop(conns, seconds, lookup)
+        mixed["validated"] = n / t
+
+    both = [threading.Thread(target=issuing), threading.Thread(target=validating)]
+    for t in both:
         t.start()
-    for t in threads:
+    for t in both:
         t.join()
-    results["status_rate"] = lookups[0] / (time.monotonic() - t0)
+    results["mixed"] = mixed
+    results["loadgen_us_per_issue"] = issued_cpu[0] / max(1, issued_cpu[1]) * 1e6
     results["crypto_us"] = _crypto_us(len(pids))
     print(json.dumps(results))
 
