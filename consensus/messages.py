@@ -8,6 +8,7 @@ The wire codec (strict msgpack) is `trustchain.consensus.codec`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -184,5 +185,9 @@ def proposal_digest(chain_id: str, block_id: bytes) -> bytes:
     return _h("trustchain-proposal-v1", chain_id, block_id)
 
 
+@functools.lru_cache(maxsize=2048)
 def operation_id(data: bytes) -> bytes:
+    """SHA-256 of an operation.  Remembered for recent operations: the mempool, the
+    proposal and vote checks, execution and commit each ask for it, about 16 times
+    per operation and node (a few KiB hashed each time)."""
     return hashlib.sha256(data).digest()
