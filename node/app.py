@@ -43,7 +43,7 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from trustchain.consensus.core import Evidence, evidence_operation
+from trustchain.consensus.core import Anchor, Evidence, evidence_operation
 from trustchain.consensus.messages import Block, QuorumCert, genesis_block, make_block
 from trustchain.consensus.proofs.vdf import discriminant
 from trustchain.ct.api import CTApp
@@ -71,7 +71,7 @@ from trustchain.ct.sequencer import Submission
 from trustchain.ct.service import CTLog, LogParams
 from trustchain.ct.signer import Signer, log_id
 from trustchain.dns.authority import Authority
-from trustchain.dns.records import RecordError
+from trustchain.dns.records import CertificateIssued, CertificateRevoked, RecordError
 from trustchain.node.ca.genesis import CAGenesis
 from trustchain.node.ca.issuance import (
     MIN_NONCE,
@@ -85,6 +85,10 @@ from trustchain.node.ca.issuance import (
 from trustchain.node.ca.profiles import CACertificate
 from trustchain.node.ca.revocation import RevocationReason
 from trustchain.node.log import EventLogger
+from trustchain.node.snapshot import FILE as SNAPSHOT_FILE
+from trustchain.node.snapshot import Snapshot, SnapshotError
+from trustchain.node.snapshot import load_into as load_snapshot
+from trustchain.node.snapshot import take as take_snapshot
 from trustchain.node.state import (
     Applied,
     IssueRequest,
@@ -386,6 +390,13 @@ class NodeApp:
         self._voter_power = {(v.verifier.name, v.verifier.key_id): v.power for v in self._voters}
         self.archiver: Archiver | None = None
         """The S3 archive of this node's log and state (set by the daemon), if any."""
+        self.published: dict[str, CertificateIssued] = {}
+        """Certificates whose TLSA records the replicated state publishes, by serial."""
+        self.on_snapshot: Callable[[Snapshot], None] | None = None
+        """Called with a snapshot every `snapshot_every` committed blocks (the archiver)."""
+        self.snapshot_every = 1000
+        self.epoch: Anchor | None = None
+        """The consensus epoch the cluster is in, if it was rebuilt from an archive."""
         self._cosigned_at = (
             parse_checkpoint(parse_note(ctlog.cosigned).text).size if ctlog.cosigned else -1
         )
@@ -394,18 +405,34 @@ class NodeApp:
     # --- recovery -----------------------------------------------------------------------
 
     async def recover(self, core_blocks: dict[bytes, Block], committed_id: bytes) -> None:
-        """Rebuild the state from state.db and the core's committed chain; fill the CT store."""
+        """Rebuild the state from state.db and the core's committed chain; fill the CT store.
+
+        A restored node starts from its snapshot (``DIR/snapshot``, verified by the
+        restore) and replays only the blocks after it.
+        """
+        start = 0
+        path = self.data_dir / SNAPSHOT_FILE
+        if path.exists():
+            try:
+                loaded = load_snapshot(self.state, path.read_bytes())
+            except SnapshotError as exc:
+                raise RuntimeError(f"{path}: {exc}; restore the node again") from None
+            start = loaded.height
+            self.published = {c.certificate_id: c for c in loaded.published}
+            if self.authority is not None and loaded.published:
+                self.authority.apply(loaded.published, version=loaded.height)
         stored = await trio.to_thread.run_sync(self.store.load)
         replay: list[tuple[Block, Applied]] = []
         for b in stored:
-            replay.append((b, self.state.apply(b)))
+            if b.height > start:
+                replay.append((b, self._apply(b)))
         chain = []
         b_: Block | None = core_blocks.get(committed_id)
         while b_ is not None and b_.height > self.state.height:
             chain.append(b_)
             b_ = core_blocks.get(b_.parent_id)
         for b in reversed(chain):
-            applied = self.state.apply(b)
+            applied = self._apply(b)
             await trio.to_thread.run_sync(self.store.add, b)
             replay.append((b, applied))
         size = self.ctlog.size
@@ -435,10 +462,25 @@ class NodeApp:
                 self.log.warning("app.sct_queue_full", height=block.height)
 
     def on_committed(self, block: Block) -> None:
-        applied = self.state.apply(block)
+        applied = self._apply(block)
         for oid, reason in applied.refused:
             self.log.warning("app.refused_on_commit", op=oid.hex()[:16], reason=reason)
         self._applied_send.send_nowait((block, applied))
+        if self.on_snapshot is not None and block.height % self.snapshot_every == 0:
+            self.on_snapshot(
+                take_snapshot(self.state, encode_applied(block), self.published, self.epoch)
+            )
+
+    def _apply(self, block: Block) -> Applied:
+        """Apply a committed block; keep the certificates whose TLSA records are published
+        (replicated state that a snapshot carries)."""
+        applied = self.state.apply(block)
+        for change in applied.dns:
+            if isinstance(change, CertificateIssued):
+                self.published[change.certificate_id] = change
+            elif isinstance(change, CertificateRevoked):
+                self.published.pop(change.certificate_id, None)
+        return applied
 
     def on_evidence(self, evidence: Evidence) -> None:
         op = evidence_operation(evidence)

@@ -51,6 +51,7 @@ from typing import Any, Literal, TypeVar, cast
 
 import msgpack
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trustchain.consensus.core import Anchor
 from trustchain.ct.checkpoint import Checkpoint, CheckpointError, parse_checkpoint
@@ -68,6 +69,9 @@ from trustchain.ct.tiles import (
 from trustchain.infra.s3archive import ArchiveConflict, ArchiveError, Latest, S3Archive, s3_client
 from trustchain.node.config import ConfigError, Key, check_table
 from trustchain.node.log import EventLogger
+from trustchain.node.snapshot import Snapshot
+from trustchain.node.snapshot import encode as encode_snapshot
+from trustchain.node.snapshot import sign as sign_snapshot
 from trustchain.node.state import parse_commitment
 
 Mode = Literal["both", "local"]
@@ -104,6 +108,8 @@ class ArchiveSettings:
     """``both`` or ``local`` (module docstring)."""
     wait_timeout: float = 10.0
     """Seconds an issuance answer waits for the archive before 503 ``not_archived``."""
+    snapshot_every: int = 1000
+    """Blocks between snapshots of the replicated state (trustchain.node.snapshot)."""
 
 
 def _regions(value: Any) -> tuple[RegionSettings, ...]:
@@ -146,11 +152,18 @@ def _timeout(value: Any) -> float:
     return float(value)
 
 
+def _blocks(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**9:
+        raise ValueError(f"expected a number of blocks in 1..10^9, got {value!r}")
+    return value
+
+
 _ARCHIVE_KEYS = {
     "regions": Key(_regions, required=True),
     "prefix": Key(lambda v: "" if v == "" else _str(v), default=""),
     "mode": Key(_mode, default="both"),
     "wait_timeout": Key(_timeout, default=10.0),
+    "snapshot_every": Key(_blocks, default=1000),
 }
 
 
@@ -169,7 +182,10 @@ def parse_archive_section(source: str, table: Mapping[str, Any], base: Path) -> 
         )
         for r in values["regions"]
     )
-    return ArchiveSettings(regions, values["prefix"], values["mode"], values["wait_timeout"])
+    return ArchiveSettings(
+        regions, values["prefix"], values["mode"], values["wait_timeout"],
+        values["snapshot_every"],
+    )  # fmt: skip
 
 
 # --- reading the CT store (pure file reads; no locks needed: tiles are immutable) ---------
@@ -341,6 +357,8 @@ class RegionState:
     """Tiles of a previous epoch's unacknowledged tail written over."""
     changed: trio.Event = field(default_factory=trio.Event)
     """Set (and replaced) whenever `size` advances."""
+    snapshots: list[SignedSnapshot] = field(default_factory=list)
+    """Signed snapshots waiting to be uploaded."""
 
 
 UPLOAD_THREADS = 8
@@ -410,6 +428,32 @@ def archive_round(
     return cp.size
 
 
+@dataclass(frozen=True)
+class SignedSnapshot:
+    height: int
+    data: bytes
+    """The canonical encoding (trustchain.node.snapshot.encode)."""
+    signer: str
+    signature: bytes
+
+
+def snapshot_keys(height: int, signer: str) -> tuple[str, str]:
+    """The keys of a snapshot's state and of one validator's signature on it."""
+    base = f"snapshots/{height:020d}"
+    return f"{base}/state", f"{base}/sig/{signer}"
+
+
+def archive_snapshots(region: RegionState) -> None:
+    """Upload the region's waiting snapshots (blocking)."""
+    while region.snapshots:
+        snap = region.snapshots[0]
+        state_key_, sig_key = snapshot_keys(snap.height, snap.signer)
+        for key, data in ((state_key_, snap.data), (sig_key, snap.signature)):
+            if region.archive.put_immutable(key, data) == "created":
+                region.objects += 1
+        region.snapshots.pop(0)
+
+
 def archive_pointer(ct_dir: Path, region: RegionState, note: bytes) -> None:
     """Move the region's ``checkpoint`` pointer to `note` unless it holds a newer one
     (blocking).  Raises ArchiveConflict if the stored one is not a prefix of our tree."""
@@ -443,8 +487,11 @@ class Archiver:
         clients: Mapping[str, Any] | None = None,
         poll: float = 0.005,
         anchor: Anchor | None = None,
+        signer: tuple[str, Ed25519PrivateKey] | None = None,
     ) -> None:
         self.settings = settings
+        self.signer = signer
+        """(validator name, consensus key) that signs this node's snapshots."""
         self.anchor = anchor
         """Where this node's consensus epoch started, if it was restored (node.epoch)."""
         self.ct_dir = data_dir / "ct"
@@ -460,6 +507,7 @@ class Archiver:
             self.regions.append(RegionState(r, S3Archive(client, r.bucket, settings.prefix)))
         self.latest_size = -1
         """Size of the newest cosigned checkpoint seen."""
+        self._snapshots_send, self._snapshots = trio.open_memory_channel[Snapshot](16)
 
     # --- answers --------------------------------------------------------------------------
 
@@ -502,8 +550,34 @@ class Archiver:
 
     # --- tasks ------------------------------------------------------------------------------
 
+    def snapshot(self, snap: Snapshot) -> None:
+        """Archive a snapshot taken at a committed block (encoded and signed off the loop);
+        dropped with a warning if earlier ones are still being encoded."""
+        try:
+            self._snapshots_send.send_nowait(snap)
+        except trio.WouldBlock:
+            self.log.warning("archive.snapshot_dropped", height=snap.height)
+
+    async def _snapshot_loop(self) -> None:
+        async for snap in self._snapshots:
+            if self.signer is None:
+                continue
+            name, key = self.signer
+            try:
+                data = await trio.to_thread.run_sync(encode_snapshot, snap)
+            except Exception as exc:  # a snapshot must never stop the node
+                self.log.error("archive.snapshot_failed", height=snap.height, error=repr(exc))
+                continue
+            signed = SignedSnapshot(
+                snap.height, data, name, sign_snapshot(key, snap.chain_id, snap.height, data)
+            )
+            for region in self.regions:
+                region.snapshots.append(signed)
+            self.log.info("archive.snapshot", height=snap.height, bytes=len(data))
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._snapshot_loop)
             for region in self.regions:
                 nursery.start_soon(self._region_loop, region)
             task_status.started()
@@ -523,6 +597,14 @@ class Archiver:
                 continue
             self.latest_size = max(self.latest_size, size)
             if size <= region.size:
+                if region.snapshots and region.up:
+                    try:
+                        await trio.to_thread.run_sync(
+                            archive_snapshots, region, abandon_on_cancel=True
+                        )
+                    except (ArchiveError, ArchiveConflict, OSError) as exc:
+                        self.log.warning("archive.snapshot_failed", region=name, error=str(exc))
+                        await trio.sleep(1.0)
                 await trio.sleep(self.poll)
                 continue
             started = time.monotonic()
@@ -538,6 +620,7 @@ class Archiver:
                 await trio.to_thread.run_sync(
                     archive_pointer, self.ct_dir, region, note, abandon_on_cancel=True
                 )
+                await trio.to_thread.run_sync(archive_snapshots, region, abandon_on_cancel=True)
                 if region.replaced > replaced:
                     self.log.warning(
                         "archive.previous_epoch_tail_replaced", region=name,

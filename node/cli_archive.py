@@ -108,6 +108,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         "signers": list(report.signers),
         "tiles": report.tiles,
         "seconds": round(report.seconds, 3),
+        "snapshot": report.snapshot,
         "warnings": list(report.warnings),
     }
     if args.json:
@@ -117,7 +118,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         print(
             f"restored {report.size} entries and {report.height} blocks into {args.dir} "
-            f"in {report.seconds:.2f} s (checkpoint cosigned by {', '.join(report.signers)})"
+            f"in {report.seconds:.2f} s (checkpoint cosigned by {', '.join(report.signers)}"
+            + (f"; state from the snapshot of block {report.snapshot})" if report.snapshot else ")")
         )
     return 0
 

@@ -307,11 +307,13 @@ async def _open_app(
         archive = parse_archive_section(str(config.path), config.archive, config.path.parent)
         archiver = Archiver(
             archive, config.data_dir, lambda: ctlog.cosigned, log,
-            anchor=epoch.anchor if epoch else None,
+            anchor=epoch.anchor if epoch else None, signer=(config.name, core.key),
         )  # fmt: skip
         await nursery.start(archiver.run)
         app.issue = archiver.durable(app.issue)  # type: ignore[method-assign]
         app.archiver = archiver
+        app.on_snapshot, app.snapshot_every = archiver.snapshot, archive.snapshot_every
+        app.epoch = epoch.anchor if epoch else None
     reporter = None
     if config.cloudwatch is not None:
         from trustchain.node.cloudwatch import Reporter, parse_cloudwatch_section

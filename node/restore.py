@@ -32,10 +32,11 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgpack
 
@@ -63,9 +64,19 @@ from trustchain.ct.tiles import (
     tiles_of,
 )
 from trustchain.infra.s3archive import S3Archive
-from trustchain.node.archive import note_checkpoint, parse_state_key
+from trustchain.node.archive import note_checkpoint, parse_state_key, snapshot_keys
 from trustchain.node.epoch import FILE as EPOCH_FILE
 from trustchain.node.epoch import epoch_chain_id, write_epoch
+from trustchain.node.snapshot import FILE as SNAPSHOT_FILE
+from trustchain.node.snapshot import SnapshotError
+from trustchain.node.snapshot import encode as encode_snapshot
+from trustchain.node.snapshot import load_into as load_snapshot
+from trustchain.node.snapshot import take as take_snapshot
+from trustchain.node.snapshot import verify as verify_snapshot
+from trustchain.node.snapshot import write as write_snapshot
+
+if TYPE_CHECKING:
+    from trustchain.node.config import Genesis
 
 Progress = Callable[[str], None]
 
@@ -88,6 +99,8 @@ class RestoreReport:
     """Tiles downloaded and verified."""
     seconds: float
     """Wall time of the restore."""
+    snapshot: int = 0
+    """Height of the signed snapshot the state was loaded from (0: replayed from genesis)."""
     warnings: tuple[str, ...] = ()
     """What was wrong in the archive but could be restored around (e.g. a rolled-back
     latest checkpoint with a newer cosigned one in the history)."""
@@ -297,12 +310,49 @@ def restore(
             )
     progress(f"tiles verified against the root ({len(tiles)} tiles, {len(issuers)} issuers)")
 
-    # 4. the replicated state
-    keys = list(archive.keys("state/"))
-    chain = segment_cover(keys)
-    anchors = sorted({p[2] for k in keys if (p := parse_state_key(k)) and p[2]})
+    # 4. the newest snapshot a quorum signed, checked against the verified tiles
+    state = ReplicatedState(genesis, ca, validator_set(genesis))
+    blocks: list[Block] = []
     epochs: dict[int, Anchor] = {}
     """Anchor height -> the anchor of the epoch that archived blocks after it."""
+    snapshot = None
+    for height, data, signers in _signed_snapshots(archive, genesis, warnings):
+        candidate = ReplicatedState(genesis, ca, validator_set(genesis))
+        try:
+            loaded = load_snapshot(candidate, data)
+        except SnapshotError as exc:
+            raise RestoreError(f"{where}{snapshot_keys(height, '')[0]}: {exc}") from None
+        published = {c.certificate_id: c for c in loaded.published}
+        again = take_snapshot(candidate, loaded.block, published, loaded.epoch)
+        if encode_snapshot(again) != data:
+            raise RestoreError(
+                f"{where}{snapshot_keys(height, '')[0]}: does not encode back to the same "
+                "bytes (a snapshot this version of trustchain reads differently)"
+            )
+        if candidate.edge.size <= cp.size:  # newer than the checkpoint: an older one
+            snapshot, state = (height, data, signers), candidate
+            break
+    if snapshot is not None:
+        height, data, signers = snapshot
+        snap_edge = state.edge
+        if snap_edge.size and snap_edge.root() != _root_at(tiles, snap_edge.size):
+            raise RestoreError(
+                f"{where}{snapshot_keys(height, '')[0]}: signed by {', '.join(signers)}, but its "
+                f"log of {snap_edge.size} entries is not this tree's (the validators signed a "
+                "state that is not the committed one)"
+            )
+        blocks.append(decode_applied(loaded.block))
+        if loaded.epoch is not None:
+            epochs[loaded.epoch.height] = loaded.epoch
+        progress(
+            f"snapshot of block {height} ({len(data)} bytes, signed by {', '.join(signers)}) "
+            f"matches the log at {snap_edge.size} entries"
+        )
+
+    # 5. the blocks after it
+    keys = list(archive.keys("state/"))
+    chain = segment_cover(keys, after=state.height)
+    anchors = sorted({p[2] for k in keys if (p := parse_state_key(k)) and p[2]})
     with ThreadPoolExecutor(workers) as pool:
         raw_segments = list(pool.map(fetch, [key for _, key, _ in chain]))
     raw_blocks: list[tuple[str, bytes]] = []
@@ -316,9 +366,8 @@ def restore(
             ]
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise RestoreError(f"{where}{key}: not a state segment: {exc}") from None
-    state = ReplicatedState(genesis, ca, validator_set(genesis))
-    blocks: list[Block] = []
     size, root = state.edge.size, state.edge.root()
+    replayed = 0
     for key, data in raw_blocks:
         try:
             block = decode_applied(data)
@@ -350,6 +399,7 @@ def restore(
             break  # beyond the cosigned checkpoint: the node gets it from peers
         size, root = state.edge.size, state.edge.root()
         blocks.append(block)
+        replayed += 1
     if size != cp.size or root != cp.root_hash:
         covered = chain[-1][2] if chain else 0
         gap = f"; no archived state segment holds block {covered + 1}" if size < cp.size else ""
@@ -357,7 +407,7 @@ def restore(
             f"{where}state/: the replayed blocks give a log of {size} entries, "
             f"not the checkpoint's {cp.size} (missing or damaged state objects{gap})"
         )
-    progress(f"state verified: {len(blocks)} blocks replayed")
+    progress(f"state verified: {replayed} blocks replayed")
 
     # write: durably (the CT store's own writer: write, fsync, rename, fsync directory)
     # into a staging directory, then moved into place
@@ -374,6 +424,8 @@ def restore(
         fh.write(note)
         fh.flush()
         os.fsync(fh.fileno())
+    if snapshot is not None:
+        write_snapshot(stage, snapshot[1])
     store = AppliedStore(stage / "state.db")
     try:
         store.add_many(blocks)
@@ -387,7 +439,10 @@ def restore(
     _fsync_dir(stage / "ct")
     _fsync_dir(stage)
     directory.mkdir(parents=True, exist_ok=True)
-    for name in ("ct", "state.db"):
+    (directory / SNAPSHOT_FILE).unlink(missing_ok=True)
+    for name in ("ct", "state.db", SNAPSHOT_FILE):
+        if not (stage / name).exists():
+            continue
         target = directory / name
         if target.is_dir():
             shutil.rmtree(target)
@@ -417,12 +472,47 @@ def restore(
         (directory / EPOCH_FILE).unlink(missing_ok=True)
     _fsync_dir(directory)
     return RestoreReport(
-        cp.size, height, cosigned.signers, len(tiles), time.monotonic() - started, tuple(warnings)
-    )
+        cp.size, height, cosigned.signers, len(tiles), time.monotonic() - started,
+        snapshot[0] if snapshot else 0, tuple(warnings),
+    )  # fmt: skip
 
 
-def segment_cover(keys: Iterable[str]) -> list[tuple[int, str, int]]:
-    """Which state segments to read, in order: (blocks after, key, blocks up to).
+def _signed_snapshots(
+    archive: S3Archive, genesis: Genesis, warnings: list[str]
+) -> Iterator[tuple[int, bytes, list[str]]]:
+    """Archived snapshots that validators holding more than 2/3 of the power signed,
+    newest first: (height, bytes, signers)."""
+    signatures: dict[int, list[str]] = {}
+    for key in archive.keys("snapshots/"):
+        parts = key.split("/")
+        if len(parts) == 4 and parts[1].isdigit() and parts[2] == "sig":
+            signatures.setdefault(int(parts[1]), []).append(parts[3])
+    power = {v.name: (v.public_key, v.power) for v in genesis.validators}
+    total = sum(p for _, p in power.values())
+    for height in sorted(signatures, reverse=True):
+        state_key_ = snapshot_keys(height, "")[0]
+        data = archive.get(state_key_)
+        if data is None:
+            continue
+        signers = []
+        for name in sorted(signatures[height]):
+            sig = archive.get(snapshot_keys(height, name)[1])
+            if name in power and sig is not None:
+                if verify_snapshot(power[name][0], sig, genesis.chain_id, height, data):
+                    signers.append(name)
+        signed = sum(power[n][1] for n in signers)
+        if 3 * signed <= 2 * total:
+            warnings.append(
+                f"{state_key_}: signed by {signed} of {total} voting power, not more than 2/3; "
+                "not used"
+            )
+            continue
+        yield height, data, signers
+
+
+def segment_cover(keys: Iterable[str], after: int = 0) -> list[tuple[int, str, int]]:
+    """Which state segments to read for the blocks above `after`, in order:
+    (blocks after, key, blocks up to).
 
     Every validator archives its own segments (bounds differ between validators;
     a committed block is the same everywhere), so segments overlap and any one
@@ -444,7 +534,7 @@ def segment_cover(keys: Iterable[str]) -> list[tuple[int, str, int]]:
             segments.append((first, last, key))
     segments.sort()
     chain: list[tuple[int, str, int]] = []
-    height, at = 0, 0
+    height, at = after, 0
     while True:
         best: tuple[int, str] | None = None
         while at < len(segments) and segments[at][0] <= height + 1:

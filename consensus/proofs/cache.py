@@ -146,6 +146,14 @@ class ReplayGuard:
         """Remember a committed request's digest (call when its block commits)."""
         self._digests[digest] = epoch
 
+    def export(self) -> tuple[int, list[tuple[bytes, int]]]:
+        """(current epoch, sorted (digest, epoch) pairs): the whole state, for snapshots."""
+        return self._now, sorted(self._digests.items())
+
+    def load(self, now_epoch: int, digests: Iterable[tuple[bytes, int]]) -> None:
+        """Replace the whole state by an `export` (a verified snapshot's)."""
+        self._now, self._digests = now_epoch, dict(digests)
+
     def advance(self, now_epoch: int) -> None:
         if now_epoch != self._now:
             self._now = now_epoch

@@ -240,6 +240,18 @@ class StakeLedger:
         parts += [u64(len(self._evidence)), *sorted(self._evidence)]
         return tagged_hash(TAG_LEDGER_STATE, *parts)
 
+    def export(self) -> tuple[int, int, list[AccountState], list[bytes]]:
+        """(height, supply, accounts by id, evidence seen): the whole state, for snapshots."""
+        return self._height, self._supply, list(self.accounts()), sorted(self._evidence)
+
+    def load(
+        self, height: int, supply: int, accounts: Iterable[AccountState], evidence: Iterable[bytes]
+    ) -> None:
+        """Replace the whole state by an `export` (a verified snapshot's)."""
+        self._height, self._supply = height, supply
+        self._accounts = {a.account_id: a for a in accounts}
+        self._evidence = set(evidence)
+
     # --- transitions -------------------------------------------------------------------
 
     def advance_to(self, height: int) -> None:

@@ -54,6 +54,7 @@ class Archived:
 
 def archive_table(regions: dict[str, LocalRegion], mode: str = "both") -> str:
     text = f'[archive]\nprefix = "{PREFIX}"\nmode = "{mode}"\nwait_timeout = 20\n'
+    text += "snapshot_every = 40\n"
     for r in regions.values():
         text += (
             f'[[archive.regions]]\nname = "{r.name}"\nbucket = "{r.bucket}"\n'
@@ -96,12 +97,19 @@ def test_acknowledged_certificates_are_in_both_regions(archived: Archived) -> No
     last = max(d["leaf_index"] for d in archived.docs)
     for region in archived.regions.values():
         a = region.archive(PREFIX)
-        note = a.get("checkpoint")
-        assert note is not None
-        assert parse_checkpoint(parse_note(note).text).size > last
-        assert a.get(f"checkpoints/{parse_checkpoint(parse_note(note).text).size}") is not None
+        # Acknowledged once a cosigned history checkpoint covers it...
+        sizes = [int(k.split("/")[1]) for k in a.keys("checkpoints/")]
+        assert max(sizes) > last
         assert any(k.startswith("tile/data/") for k in a.keys("tile/"))
         assert list(a.keys("state/"))
+        # ... and the latest pointer follows.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            note = a.get("checkpoint")
+            if note is not None and parse_checkpoint(parse_note(note).text).size > last:
+                break
+            time.sleep(0.1)
+        assert note is not None and parse_checkpoint(parse_note(note).text).size > last
 
 
 def test_cloudwatch_and_prometheus_show_operations_and_archive_lag(archived: Archived) -> None:
@@ -328,6 +336,8 @@ def test_restore_refuses_a_damaged_archive_and_writes_nothing(
 
         for key in list(region.archive(prefix).keys("state/")):
             damage(region, f"{prefix}/{key}", other_parent)
+        for key in list(region.archive(prefix).keys("snapshots/")):
+            damage(region, f"{prefix}/{key}", lambda b: None)  # replay from genesis
     else:  # the latest pointer replaced by an older one, the newer history entry forged
         old = region.archive(prefix).get(f"checkpoints/{size - 1}")
         assert old is not None
@@ -342,6 +352,96 @@ def test_restore_refuses_a_damaged_archive_and_writes_nothing(
     assert f"nothing was written to {target}" in err
     assert "Traceback" not in err
     assert not target.exists()
+
+
+# --- snapshots ----------------------------------------------------------------------------
+
+
+def snapshot_signers(region: LocalRegion, prefix: str) -> dict[int, set[str]]:
+    """Archived snapshot heights -> validators whose signature is there."""
+    found: dict[int, set[str]] = {}
+    for key in region.archive(prefix).keys("snapshots/"):
+        parts = key.split("/")
+        if parts[2] == "sig":
+            found.setdefault(int(parts[1]), set()).add(parts[3])
+    return found
+
+
+def newest_snapshot(region: LocalRegion, prefix: str) -> int:
+    """The newest snapshot signed by a quorum (three of the four validators)."""
+    return max(h for h, names in snapshot_signers(region, prefix).items() if len(names) >= 3)
+
+
+def test_every_validator_archives_the_same_snapshot_and_restore_starts_from_it(
+    archived: Archived, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    region = archived.regions["us-east-1"]
+    prefix = snapshot(region)
+    a = region.archive(prefix)
+    height = newest_snapshot(region, prefix)
+    # One state object per height, signed by all four: their bytes were equal.
+    assert {"v1", "v2", "v3", "v4"} in snapshot_signers(region, prefix).values()
+    for node in archived.cluster.nodes:
+        assert not [e for e in node.events() if e.get("event") == "archive.conflict"]
+    target = tmp_path / "v1"
+    status, out, err = run_restore(archived, prefix, target, capsys)
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["snapshot"] == height and report["warnings"] == []
+    assert (target / "snapshot").read_bytes() == a.get(f"snapshots/{height:020d}/state")
+    db = sqlite3.connect(target / "state.db")
+    try:
+        assert db.execute("SELECT min(height) FROM blocks").fetchone()[0] == height
+    finally:
+        db.close()
+
+
+def test_a_snapshot_without_a_quorum_of_signatures_is_not_used(
+    archived: Archived, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    region = archived.regions["us-east-1"]
+    prefix = snapshot(region)
+    height = newest_snapshot(region, prefix)
+    first, *others = sorted(snapshot_signers(region, prefix)[height])
+    damage(region, f"{prefix}/snapshots/{height:020d}/sig/{first}", lambda b: None)
+    for name in others[1:]:
+        damage(region, f"{prefix}/snapshots/{height:020d}/sig/{name}", lambda b: b[:-1] + b"x")
+    status, out, err = run_restore(archived, prefix, tmp_path / "v1", capsys)
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["snapshot"] < height
+    assert any("not more than 2/3; not used" in w for w in report["warnings"])
+
+
+def test_a_signed_snapshot_of_another_log_is_refused(
+    archived: Archived, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Even with every validator's signature, a state whose log is not the archived tree
+    is refused (the keys come from the cluster directory: a forgery by all of them)."""
+    from trustchain.node import identity
+    from trustchain.node.snapshot import sign as sign_snapshot
+
+    region = archived.regions["us-east-1"]
+    prefix = snapshot(region)
+    height = newest_snapshot(region, prefix)
+    body = region.archive(prefix).get(f"snapshots/{height:020d}/state")
+    assert body is not None
+    fields = msgpack.unpackb(body, raw=False)
+    fields[2] = height + 1
+    fields[5] = [fields[5][0], [bytes(32)] * len(fields[5][1])]  # another log edge
+    forged = msgpack.packb(fields, use_bin_type=True)
+    chain = load_genesis(archived.dir / "genesis.toml").chain_id
+    s3: Any = region.s3()
+    base = f"{prefix}/snapshots/{height + 1:020d}"
+    s3.put_object(Bucket=region.bucket, Key=f"{base}/state", Body=forged)
+    for node in archived.cluster.nodes:
+        me = identity.load(node.name, node.directory / "consensus.key", node.directory / "tls.pem")
+        signature = sign_snapshot(me.key, chain, height + 1, forged)
+        s3.put_object(Bucket=region.bucket, Key=f"{base}/sig/{node.name}", Body=signature)
+    status, _, err = run_restore(archived, prefix, tmp_path / "v1", capsys)
+    assert status == 2
+    assert re.search(r"snapshots/\d+/state: signed by v1, v2, v3, v4, but its log", err)
+    assert not (tmp_path / "v1").exists()
 
 
 def other_root(note: bytes) -> bytes:
@@ -411,9 +511,12 @@ def test_restore_refuses_a_checkpoint_older_than_the_one_in_dir(
 
 def resegment(region: LocalRegion, prefix: str, bounds: list[tuple[int, int]]) -> None:
     """Replace the copy's state segments by segments with the given bounds (as validators
-    archiving at different moments, or one that stopped, leave them)."""
+    archiving at different moments, or one that stopped, leave them), and drop the
+    snapshots so that restore replays them all."""
     s3: Any = region.s3()
     a = region.archive(prefix)
+    for key in list(a.keys("snapshots/")):
+        s3.delete_object(Bucket=region.bucket, Key=f"{prefix}/{key}")
     rows: dict[int, bytes] = {}
     for key in list(a.keys("state/")):
         body = a.get(key)
