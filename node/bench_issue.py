@@ -369,7 +369,8 @@ def _worker(
     names = list(load_endpoints(directory))
     apis = [cluster_client(directory, n) for n in names]
     saturation_budget = int(max(loads) * seconds * 3) + 200
-    total = int(sum(load * seconds for load in loads)) + 2 * saturation_budget
+    mixed_budget = int(max(loads) * seconds * 1.5) + 100  # lookups take most of the CPU then
+    total = int(sum(load * seconds for load in loads)) + saturation_budget + mixed_budget
     print(f"making {total} requests' proofs beforehand ...", file=sys.stderr, flush=True)
     bodies = _prepare(directory, total)
     cursor = [0]
