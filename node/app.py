@@ -394,7 +394,7 @@ class NodeApp:
         """Certificates whose TLSA records the replicated state publishes, by serial."""
         self.on_snapshot: Callable[[Snapshot], None] | None = None
         """Called with a snapshot every `snapshot_every` committed blocks (the archiver)."""
-        self.snapshot_every = 1000
+        self.snapshot_every = 10_000
         self.epoch: Anchor | None = None
         """The consensus epoch the cluster is in, if it was rebuilt from an archive."""
         self._cosigned_at = (

@@ -108,7 +108,7 @@ class ArchiveSettings:
     """``both`` or ``local`` (module docstring)."""
     wait_timeout: float = 10.0
     """Seconds an issuance answer waits for the archive before 503 ``not_archived``."""
-    snapshot_every: int = 1000
+    snapshot_every: int = 10_000
     """Blocks between snapshots of the replicated state (trustchain.node.snapshot)."""
 
 
@@ -163,7 +163,7 @@ _ARCHIVE_KEYS = {
     "prefix": Key(lambda v: "" if v == "" else _str(v), default=""),
     "mode": Key(_mode, default="both"),
     "wait_timeout": Key(_timeout, default=10.0),
-    "snapshot_every": Key(_blocks, default=1000),
+    "snapshot_every": Key(_blocks, default=10_000),
 }
 
 
