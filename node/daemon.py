@@ -363,5 +363,16 @@ async def _open_app(
 
 
 def main(config: NodeConfig) -> int:
-    trio.run(run, config)
+    try:
+        trio.run(run, config)
+    except BaseExceptionGroup as group:
+        # A configuration mistake found while the services start (an [archive] or
+        # [dns] table, say) arrives wrapped by the nurseries: report it as itself.
+        mistakes, rest = group.split(UserError)
+        if mistakes is None or rest is not None:
+            raise
+        first: BaseException = mistakes
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
     return 0

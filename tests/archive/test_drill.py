@@ -124,3 +124,24 @@ def test_failover_drill_loses_no_acknowledged_certificate(
     assert "outage: SIGKILL every us-west-2 node" in err
     # A second drill in the same directory starts over; another directory is refused.
     assert main(["drill", "failover", "--dir", str(tmp_path), "--seconds", "1"]) == 2
+
+
+@pytest.mark.slow
+def test_a_bad_archive_table_stops_the_node_with_a_clear_message(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from trustchain.node.localcluster import create_full_cluster
+
+    cluster = create_full_cluster(tmp_path / "c", 1)
+    node = cluster.nodes[0]
+    with open(node.config, "a") as fh:
+        fh.write('[archive]\nmode = "sometimes"\n[[archive.regions]]\nname = "us-west-2"\n'
+                 'bucket = "b"\n')  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "trustchain.node.cli", "node", "run", "--config", str(node.config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "key 'archive.mode'" in out.stderr and "sometimes" in out.stderr
+    assert "Traceback" not in out.stderr
