@@ -25,13 +25,13 @@ and atomically, by the restore; the daemon reads it at every start.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trustchain.consensus.core import Anchor
 from trustchain.node.config import ConfigError, Key, check_table, read_toml
+from trustchain.node.files import write_durably
 
 FILE = "epoch.toml"
 
@@ -57,7 +57,7 @@ def epoch_chain_id(genesis_chain_id: str, anchor: Anchor) -> str:
 
 
 def write_epoch(directory: Path, anchor: Anchor) -> None:
-    """Record the anchor in `directory` (write, fsync, rename)."""
+    """Record the anchor in `directory`."""
     text = (
         "# The consensus epoch of this node's cluster: written by `trustchain restore\n"
         "# --new-cluster`; every validator of the cluster holds the same anchor.\n"
@@ -65,13 +65,7 @@ def write_epoch(directory: Path, anchor: Anchor) -> None:
         f"timestamp = {anchor.timestamp}\n"
         f'state = "{anchor.state.hex()}"\n'
     )
-    path = directory / FILE
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    write_durably(directory / FILE, text.encode())
 
 
 def _state(value: Any) -> bytes:

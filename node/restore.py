@@ -67,6 +67,7 @@ from trustchain.infra.s3archive import S3Archive
 from trustchain.node.archive import note_checkpoint, parse_state_key, snapshot_keys
 from trustchain.node.epoch import FILE as EPOCH_FILE
 from trustchain.node.epoch import epoch_chain_id, write_epoch
+from trustchain.node.files import fsync_dir, write_durably
 from trustchain.node.snapshot import FILE as SNAPSHOT_FILE
 from trustchain.node.snapshot import SnapshotError
 from trustchain.node.snapshot import encode as encode_snapshot
@@ -419,11 +420,7 @@ def restore(
     for fp, der in issuer_der.items():
         files.put_issuer(fp, der)
     files.write_checkpoint(note)
-    cosigned_path = stage / "ct" / "cosigned-checkpoint"
-    with open(cosigned_path, "wb") as fh:
-        fh.write(note)
-        fh.flush()
-        os.fsync(fh.fileno())
+    write_durably(stage / "ct" / "cosigned-checkpoint", note)
     if snapshot is not None:
         write_snapshot(stage, snapshot[1])
     store = AppliedStore(stage / "state.db")
@@ -436,8 +433,8 @@ def restore(
         os.fsync(db_fd)
     finally:
         os.close(db_fd)
-    _fsync_dir(stage / "ct")
-    _fsync_dir(stage)
+    fsync_dir(stage / "ct")
+    fsync_dir(stage)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / SNAPSHOT_FILE).unlink(missing_ok=True)
     for name in ("ct", "state.db", SNAPSHOT_FILE):
@@ -470,7 +467,7 @@ def restore(
         write_epoch(directory, epoch)
     else:
         (directory / EPOCH_FILE).unlink(missing_ok=True)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return RestoreReport(
         cp.size, height, cosigned.signers, len(tiles), time.monotonic() - started,
         snapshot[0] if snapshot else 0, tuple(warnings),
@@ -546,14 +543,6 @@ def segment_cover(keys: Iterable[str], after: int = 0) -> list[tuple[int, str, i
             return chain
         chain.append((height, best[1], best[0]))
         height = best[0]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _precert_matches(leaf: TileLeaf, psc: bytes | None) -> bool:

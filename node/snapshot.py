@@ -22,7 +22,6 @@ published, and the consensus epoch the cluster is in.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from trustchain.consensus.core import Anchor
 from trustchain.consensus.proofs.ledger import AccountState, Unbonding
 from trustchain.dns.records import CertificateIssued
+from trustchain.node.files import write_durably
 from trustchain.node.state import CertificateRecord, ReplicatedState, Revocation, TreeEdge
 
 VERSION = 1
@@ -206,11 +206,5 @@ def load_into(state: ReplicatedState, data: bytes) -> Loaded:
 
 
 def write(directory: Path, data: bytes) -> None:
-    """Keep `data` as the node's starting snapshot (write, fsync, rename)."""
-    path = directory / FILE
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    """Keep `data` as the node's starting snapshot."""
+    write_durably(directory / FILE, data)
