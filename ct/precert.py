@@ -128,39 +128,63 @@ class SplitCertificate:
     the issuer signed it.  Verifying a final certificate needs the TBS and
     signature (chain), the issuer Name, and the SCT list extension together with
     the TBS without it (RFC 6962 section 3.3); splitting once serves them all.
+    The split keeps offsets into ``der`` and slices only what is asked for.
     """
 
-    tbs: bytes
-    """The tbsCertificate TLV: what the issuer's signature covers."""
+    der: bytes
+    """The certificate as given."""
+    tbs_span: tuple[int, int, int]
+    """(TLV start, content start, end) of the tbsCertificate in ``der``."""
     signature_algorithm: bytes
     """The outer signatureAlgorithm AlgorithmIdentifier TLV."""
     signature: bytes
     """The signatureValue BIT STRING TLV."""
-    fields: tuple[bytes, ...]
-    """The TBSCertificate's top-level field TLVs, in order."""
+    field_spans: tuple[tuple[int, int], ...]
+    """(start, end) in ``der`` of each top-level TBSCertificate field TLV, in order."""
     version_offset: int
     """1 when the [0] EXPLICIT version field is present, 0 when absent (v1)."""
     extensions_at: int | None
-    """Index of the [3] extensions field in ``fields``, None without one."""
-    extensions: tuple[bytes, ...]
-    """The Extension TLVs, in order."""
+    """Index of the [3] extensions field in ``field_spans``, None without one."""
+    extensions_span: tuple[int, int]
+    """(start, end) in ``der`` of the content of the Extensions SEQUENCE ((0, 0) without)."""
+    extension_spans: tuple[tuple[int, int], ...]
+    """(start, end) in ``der`` of each Extension TLV, in order."""
     extension_oids: tuple[bytes, ...]
     """The extnID OID TLV that opens each extension."""
 
     @property
+    def tbs(self) -> bytes:
+        """The tbsCertificate TLV: what the issuer's signature covers."""
+        return self.der[self.tbs_span[0] : self.tbs_span[2]]
+
+    @property
+    def fields(self) -> tuple[bytes, ...]:
+        """The TBSCertificate's top-level field TLVs, in order."""
+        return tuple([self.der[a:b] for a, b in self.field_spans])
+
+    @property
+    def extensions(self) -> tuple[bytes, ...]:
+        """The Extension TLVs, in order."""
+        return tuple([self.der[a:b] for a, b in self.extension_spans])
+
+    def _field(self, index: int) -> bytes:
+        start, end = self.field_spans[self.version_offset + index]
+        return self.der[start:end]
+
+    @property
     def issuer(self) -> bytes:
         """The issuer Name TLV exactly as encoded."""
-        return self.fields[self.version_offset + 2]
+        return self._field(2)
 
     @property
     def subject(self) -> bytes:
         """The subject Name TLV exactly as encoded."""
-        return self.fields[self.version_offset + 4]
+        return self._field(4)
 
     @property
     def spki(self) -> bytes:
         """The SubjectPublicKeyInfo TLV exactly as encoded."""
-        return self.fields[self.version_offset + 5]
+        return self._field(5)
 
     def find(self, oid: bytes) -> list[int]:
         """Indexes of the extensions whose extnID is ``oid`` (a full OID TLV)."""
@@ -168,10 +192,11 @@ class SplitCertificate:
 
     def extension_value(self, index: int) -> bytes:
         """The contents of extension ``index``'s extnValue OCTET STRING, as encoded."""
-        ext = self.extensions[index]
+        data = self.der
+        ext_start, ext_end = self.extension_spans[index]
         try:
-            start, end = _single(ext, 0, len(ext), der.SEQUENCE, "Extension")
-            parts = der.spans(ext, start, end)
+            start, end = _single(data, ext_start, ext_end, der.SEQUENCE, "Extension")
+            parts = der.spans(data, start, end)
         except DERError as exc:
             raise PrecertError(f"extension is not valid DER: {exc}") from None
         # Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue }
@@ -180,20 +205,21 @@ class SplitCertificate:
         tag, _, value_start, value_end = parts[-1]
         if tag != der.OCTET_STRING:
             raise PrecertError("extension's extnValue is not an OCTET STRING")
-        return ext[value_start:value_end]
+        return data[value_start:value_end]
 
     def tbs_without(self, index: int) -> bytes:
         """The TBSCertificate re-encoded without extension ``index``; all else as encoded."""
-        fields = list(self.fields)
-        rest = self.extensions[:index] + self.extensions[index + 1 :]
         assert self.extensions_at is not None
-        if rest:
-            inner = der.encode_tlv(der.SEQUENCE, b"".join(rest))
-            fields[self.extensions_at] = der.encode_tlv(0xA3, inner)
-        else:
-            # An empty Extensions SEQUENCE is not allowed (SIZE (1..MAX)); drop [3].
-            del fields[self.extensions_at]
-        return der.encode_tlv(der.SEQUENCE, b"".join(fields))
+        data = self.der
+        _, content_start, tbs_end = self.tbs_span
+        field_start, field_end = self.field_spans[self.extensions_at]
+        seq_start, seq_end = self.extensions_span
+        cut_start, cut_end = self.extension_spans[index]
+        rest = data[seq_start:cut_start] + data[cut_end:seq_end]
+        # An empty Extensions SEQUENCE is not allowed (SIZE (1..MAX)); drop [3].
+        field = der.encode_tlv(0xA3, der.encode_tlv(der.SEQUENCE, rest)) if rest else b""
+        body = b"".join((data[content_start:field_start], field, data[field_end:tbs_end]))
+        return der.encode_tlv(der.SEQUENCE, body)
 
     def sct_list_index(self) -> int:
         """Index of the one SCT list extension of a final certificate (RFC 6962 section 3.3).
@@ -201,12 +227,13 @@ class SplitCertificate:
         Raises PrecertError for a precertificate (poison extension) and unless
         there is exactly one SCT list.
         """
-        if self.find(_POISON):
+        oids = self.extension_oids
+        if _POISON in oids:
             raise PrecertError("a certificate with the poison extension is a precertificate")
-        found = self.find(_SCT_LIST)
-        if len(found) != 1:
-            raise PrecertError(f"expected one SCT list extension, found {len(found)}")
-        return found[0]
+        count = oids.count(_SCT_LIST)
+        if count != 1:
+            raise PrecertError(f"expected one SCT list extension, found {count}")
+        return oids.index(_SCT_LIST)
 
     def embedded_scts(self) -> tuple[bytes, bytes]:
         """(SCT list extnValue contents, the TBS its SCTs sign): RFC 6962 section 3.3.
@@ -224,7 +251,7 @@ def split_certificate(cert_der: bytes) -> SplitCertificate:
     The same strict DER checks, and the same PrecertError messages, as
     ``tbs_of`` followed by reading every extension's OID.
     """
-    data = cert_der
+    data = bytes(cert_der)
     try:
         start, end = _single(data, 0, len(data), der.SEQUENCE, "Certificate")
         top = der.spans(data, start, end)
@@ -233,13 +260,13 @@ def split_certificate(cert_der: bytes) -> SplitCertificate:
     if len(top) != 3:
         raise PrecertError("certificate does not have tbsCertificate, algorithm and signature")
     (tbs_tag, tbs_at, tbs_start, tbs_end), (_, alg_at, _, alg_end), (_, sig_at, _, sig_end) = top
-    extensions: list[bytes] = []
+    ext_spans: list[tuple[int, int]] = []
     oids: list[bytes] = []
+    seq_start = seq_end = 0
     try:
         if tbs_tag != der.SEQUENCE:
             raise DERError(f"TBSCertificate: expected tag 0x30, got 0x{tbs_tag:02x}")
         spans = der.spans(data, tbs_start, tbs_end)
-        fields = tuple([data[at:e] for _, at, _, e in spans])
         off = 1 if spans and spans[0][0] == 0xA0 else 0
         if len(spans) < off + 6:
             raise PrecertError("TBSCertificate is missing fields")
@@ -252,7 +279,7 @@ def split_certificate(cert_der: bytes) -> SplitCertificate:
             _, _, outer_start, outer_end = spans[ext_at]
             seq_start, seq_end = _single(data, outer_start, outer_end, der.SEQUENCE, "Extensions")
             for tag, at, e_start, e_end in der.spans(data, seq_start, seq_end):
-                extensions.append(data[at:e_end])
+                ext_spans.append((at, e_end))
                 # The common case inline, a short-form OID opening the SEQUENCE:
                 # the checks der.spans makes, without a call per extension.
                 if tag == der.SEQUENCE and e_end - e_start >= 2 and data[e_start] == 0x06:
@@ -264,13 +291,15 @@ def split_certificate(cert_der: bytes) -> SplitCertificate:
     except DERError as exc:
         raise PrecertError(f"TBSCertificate is not valid DER: {exc}") from None
     return SplitCertificate(
-        data[tbs_at:tbs_end],
+        data,
+        (tbs_at, tbs_start, tbs_end),
         data[alg_at:alg_end],
         data[sig_at:sig_end],
-        fields,
+        tuple([(at, e) for _, at, _, e in spans]),
         off,
         ext_at,
-        tuple(extensions),
+        (seq_start, seq_end),
+        tuple(ext_spans),
         tuple(oids),
     )
 

@@ -320,7 +320,7 @@ class Verifier:
             # One pass over the raw DER gives the issuer name, the signed TBS and
             # signature, and the SCT list with the TBS its SCTs sign.
             split = split_certificate(leaf_der)
-            if split.version_offset != 1 or len(split.fields) < 7:
+            if split.version_offset != 1 or len(split.field_spans) < 7:
                 raise ValueError("not an X.509 v3 TBSCertificate")
         except (ValueError, x509.ExtensionNotFound) as exc:
             return report.failed("certificate", f"not a TrustChain certificate ({exc})"), None
@@ -436,7 +436,7 @@ class Verifier:
         split: SplitCertificate,
         issuer: CACertificate,
     ) -> tuple[SignedCertificateTimestamp, ...] | None:
-        if not split.find(SCT_LIST_EXTENSION):
+        if SCT_LIST_EXTENSION not in split.extension_oids:
             report.failed("scts", "the certificate embeds no SCT list")
             return None
         try:
