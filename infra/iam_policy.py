@@ -61,8 +61,8 @@ def _as_list(value: Any) -> list[Any]:
 def _strings(value: Any) -> Iterator[str | None]:
     """The possible values of a template expression as strings; None if opaque.
 
-    ``${Name}`` placeholders and Ref/GetAtt/ImportValue become ``{Name}``, a
-    concrete name.
+    Fn::Sub's ``${Name}`` references and Ref/GetAtt/ImportValue become ``{Name}``,
+    a concrete name.
     """
     if isinstance(value, str):
         yield re.sub(r"\$\{([^}!][^}]*)\}", r"{\1}", value)

@@ -197,44 +197,22 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _prepare(directory: Path, count: int) -> list[bytes]:
-    import base64
+    from trustchain.node.cli_cert import (
+        cluster_client,
+        epoch_proofs,
+        issue_body,
+        load_account,
+        make_key_and_csr,
+    )
 
-    from trustchain.consensus.proofs.codec import encode_bundle
-    from trustchain.consensus.proofs.hashing import account_id
-    from trustchain.consensus.proofs.ledger import raw_public_key
-    from trustchain.consensus.proofs.policy import Policy
-    from trustchain.consensus.proofs.prover import make_bundle
-    from trustchain.consensus.proofs.space import make_space_proof
-    from trustchain.consensus.proofs.vdf import make_time_proof
-    from trustchain.node.cli_cert import cluster_client, load_account, make_key_and_csr
-    from trustchain.node.state import request_hash
-
-    client = cluster_client(directory, "v1")
-    info = client.call("GET", "/v1/beacon")
-    policy = Policy(**info["policy"])
-    epoch = max(int(e) for e in info["beacons"])
-    beacon = bytes.fromhex(info["beacons"][str(epoch)])
     key = load_account(directory / "accounts" / "demo.key")
-    public = raw_public_key(key)
-    aid = account_id(public)
-    import chiapos
-
-    plot = chiapos.DiskProver(str(directory / "accounts" / "demo.plot"))
-    space = make_space_proof(plot, public, aid, beacon, policy)
-    time_proof = make_time_proof(beacon, aid, policy.vdf_iterations)
+    proofs = epoch_proofs(
+        cluster_client(directory, "v1"), key, directory / "accounts" / "demo.plot"
+    )
     bodies = []
     for i in range(count):
         _, csr = make_key_and_csr([f"b{i}.bench.trust.hypermesh.online"])
-        bundle = make_bundle(
-            key, info["chain_id"], epoch=epoch, request=request_hash(csr), space=space,
-            time=time_proof, work_bits=policy.work_bits,
-        )  # fmt: skip
-        doc = {
-            "csr": base64.b64encode(csr).decode(),
-            "account": aid.hex(),
-            "bundle": base64.b64encode(encode_bundle(bundle)).decode(),
-        }
-        bodies.append(json.dumps(doc).encode())
+        bodies.append(json.dumps(issue_body(key, csr, proofs.bundle(csr))).encode())
     return bodies
 
 
