@@ -12,6 +12,15 @@ returns a new snapshot, or raises `RecordError` and leaves nothing changed.
 reference and swaps it in a single assignment, so a query sees either all of
 a batch or none of it.
 
+Every validator applies every committed batch, so `apply` must cost what the
+batch touches, not what is published: the snapshot's maps are persistent hash
+array mapped tries (`immutables.Map`).  A batch edits them through
+`Map.mutate()`, which copies only the O(log n) trie nodes on the paths it
+changes and shares the rest with the previous snapshot; nodes a snapshot can
+see are never written again, so a snapshot a reader holds (another thread
+answering a query) never changes under it, and a failed batch simply drops its
+unfinished mutations.
+
 What is published, so that every validator answers the same:
 
 - for each certificate, and each DNS name in it that lies under a served zone,
@@ -41,6 +50,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.CAA
 import dns.rdtypes.ANY.TLSA
 import dns.rrset
+import immutables
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
@@ -144,7 +154,9 @@ class PublishedRecords:
     """One immutable snapshot of what the replicated state publishes.
 
     Do not construct directly; start from `empty` and `apply` changes.
-    Mappings are never mutated after construction (apply copies on write).
+    Nothing reachable from a snapshot is mutated after construction: the maps are
+    persistent (`apply` shares their unchanged parts with the next snapshot), and
+    the small per-owner mappings inside them are replaced, never edited.
     """
 
     origins: tuple[dns.name.Name, ...]
@@ -153,21 +165,29 @@ class PublishedRecords:
     """The replicated state's version (e.g. its height) this snapshot reflects."""
     ttl: int
     """TTL of the published records."""
-    nodes: Mapping[dns.name.Name, Node]
+    nodes: immutables.Map[dns.name.Name, Node]
     """Owner name to its published RRsets (TLSA, CAA)."""
-    empty_non_terminals: Mapping[dns.name.Name, int]
+    empty_non_terminals: immutables.Map[dns.name.Name, int]
     """Names without published data above published owners (RFC 8020), with the
     number of published owners beneath each (so removal knows when they go)."""
-    certificates: Mapping[str, _Certificate]
+    certificates: immutables.Map[str, _Certificate]
     """Live certificates by id."""
-    tlsa: Mapping[dns.name.Name, Mapping[bytes, int]]
+    tlsa: immutables.Map[dns.name.Name, Mapping[bytes, int]]
     """TLSA owner to digest to the number of live certificates that publish it."""
 
     @classmethod
     def empty(cls, origins: Iterable[dns.name.Name], *, ttl: int = 300) -> PublishedRecords:
         if not 0 <= ttl <= MAX_TTL:
             raise RecordError(f"ttl {ttl} is out of range 0..{MAX_TTL}")
-        return cls(tuple(origins), 0, ttl, {}, {}, {}, {})
+        return cls(
+            tuple(origins),
+            0,
+            ttl,
+            immutables.Map(),
+            immutables.Map(),
+            immutables.Map(),
+            immutables.Map(),
+        )
 
     def serial(self, configured: int) -> int:
         """The SOA serial to publish for a zone configured with `configured` (RFC 1982)."""
@@ -201,12 +221,17 @@ class PublishedRecords:
 
 
 class _Builder:
-    """Copy-on-write edits of one snapshot; used by PublishedRecords.apply only."""
+    """The edits of one batch on top of one snapshot; used by PublishedRecords.apply only.
+
+    Owned by the thread running `apply`.  The mutations write only trie nodes they
+    created themselves; `build` finishes them into the next snapshot's maps, and a
+    builder that raises is dropped with `base` untouched (all or nothing).
+    """
 
     def __init__(self, base: PublishedRecords) -> None:
         self.base = base
-        self.certificates = dict(base.certificates)
-        self.tlsa: dict[dns.name.Name, Mapping[bytes, int]] = dict(base.tlsa)
+        self.certificates = base.certificates.mutate()
+        self.tlsa = base.tlsa.mutate()
         self.caa: dict[dns.name.Name, dns.rrset.RRset | None] = {}
         self.touched: set[dns.name.Name] = set()
 
@@ -290,17 +315,20 @@ class _Builder:
 
     def build(self, version: int) -> PublishedRecords:
         base = self.base
-        nodes = dict(base.nodes)
-        ents = dict(base.empty_non_terminals)
+        nodes = base.nodes.mutate()
+        ents = base.empty_non_terminals.mutate()
+        # One lookup per map and owner where one does: hashing a dns.name.Name runs
+        # Python code over every octet, and this loop is what a batch costs.
         for owner in self.touched:
-            had = owner in base.nodes
-            rrsets = dict(base.nodes.get(owner, {}))
+            old = base.nodes.get(owner)
+            # A fresh dict: the old one belongs to `base` and may be in a reader's hands.
+            rrsets = dict(old) if old is not None else {}
             digests = self.tlsa.get(owner)
             if digests:
                 rrsets[dns.rdatatype.TLSA] = _tlsa_rrset(owner, digests, base.ttl)
             else:
                 rrsets.pop(dns.rdatatype.TLSA, None)
-            if owner in self.caa:
+            if self.caa and owner in self.caa:
                 caa = self.caa[owner]
                 if caa is not None:
                     rrsets[dns.rdatatype.CAA] = caa
@@ -308,24 +336,23 @@ class _Builder:
                     rrsets.pop(dns.rdatatype.CAA, None)
             if rrsets:
                 nodes[owner] = rrsets
-            else:
-                nodes.pop(owner, None)
-            has = owner in nodes
-            if has != had:
-                _count_ancestors(ents, owner, base.zone_of(owner), +1 if has else -1)
+            elif old is not None:
+                del nodes[owner]
+            if (old is not None) != bool(rrsets):
+                _count_ancestors(ents, owner, base.zone_of(owner), +1 if rrsets else -1)
         return PublishedRecords(
             origins=base.origins,
             version=version,
             ttl=base.ttl,
-            nodes=nodes,
-            empty_non_terminals=ents,
-            certificates=self.certificates,
-            tlsa=self.tlsa,
+            nodes=nodes.finish(),
+            empty_non_terminals=ents.finish(),
+            certificates=self.certificates.finish(),
+            tlsa=self.tlsa.finish(),
         )
 
 
 def _count_ancestors(
-    ents: dict[dns.name.Name, int],
+    ents: immutables.MapMutation[dns.name.Name, int],
     owner: dns.name.Name,
     origin: dns.name.Name | None,
     delta: int,
