@@ -91,6 +91,7 @@ from trustchain.node.snapshot import load_into as load_snapshot
 from trustchain.node.snapshot import take as take_snapshot
 from trustchain.node.state import (
     Applied,
+    DecodedIssue,
     IssueRequest,
     LoggedEntry,
     ReplicatedState,
@@ -183,8 +184,8 @@ class ReplicatedLog(CTLog):
         with trio.CancelScope(shield=True):
             await self._publish(rnd)
 
-    def write_cosigned(self, data_dir: Path, note: bytes) -> None:
-        self.cosigned = note
+    def save_cosigned(self, data_dir: Path, note: bytes) -> None:
+        """Write `note` (a cosigned checkpoint) where a restarted node finds it."""
         path = data_dir / "cosigned-checkpoint"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(note)
@@ -332,6 +333,8 @@ class _Pending:
     error: RequestRefused | None = None
     committed: tuple[int, int, int] | None = None
     """(height, timestamp, leaf index) once the request's block is applied."""
+    stages: dict[str, float] = field(default_factory=dict)
+    """time.monotonic() when the request reached each stage (for the issuance log)."""
 
 
 class NodeApp:
@@ -397,6 +400,14 @@ class NodeApp:
         self.snapshot_every = 10_000
         self.epoch: Anchor | None = None
         """The consensus epoch the cluster is in, if it was rebuilt from an archive."""
+        me = next((v for v in ca.validators if v.name == name), None)
+        self._own_intermediate = me is not None and self.issuer_cert.der in (
+            c.der for c in me.intermediates
+        )
+        """Is this node's intermediate one the genesis lists for it? Only then may it
+        skip decoding its own issue operations (others would refuse them anyway)."""
+        self._saved_cosigned: bytes | None = ctlog.cosigned
+        """The cosigned checkpoint last written to ``ct/cosigned-checkpoint``."""
         self._cosigned_at = (
             parse_checkpoint(parse_note(ctlog.cosigned).text).size if ctlog.cosigned else -1
         )
@@ -532,6 +543,7 @@ class NodeApp:
                 nursery.start_soon(self._apply_loop)
                 nursery.start_soon(self._rebroadcast)
                 nursery.start_soon(self._precompute_discriminants)
+                nursery.start_soon(self._save_cosigned)
                 task_status.started()
         finally:
             self.close()
@@ -612,6 +624,7 @@ class NodeApp:
             if pending is not None:
                 index = e.leaf.entry.extensions
                 pending.committed = (block.height, block.timestamp, leaf_index_of(index) or 0)
+                pending.stages["committed"] = time.monotonic()
                 self._try_final_soon(e.op_id)
         if applied.entries:
             await self.ctlog.append(applied.entries, block.timestamp, applied.edge.root())
@@ -658,6 +671,16 @@ class NodeApp:
             if self.ctlog.cosigned is not None:
                 self.send(None, {"type": "cosig", "note": self.ctlog.cosigned})
 
+    async def _save_cosigned(self) -> None:
+        """Keep ``ct/cosigned-checkpoint`` current, once a second at most (not at every
+        block, on the event loop): a restarted node serves it until its peers send newer."""
+        while True:
+            await trio.sleep(COSIGNED_EVERY)
+            note = self.ctlog.cosigned
+            if note is not None and note != self._saved_cosigned:
+                await trio.to_thread.run_sync(self.ctlog.save_cosigned, self.data_dir / "ct", note)
+                self._saved_cosigned = note
+
     def _add_cosignature(self, note: bytes) -> None:
         try:
             parsed = parse_note(note)
@@ -703,7 +726,7 @@ class NodeApp:
             verify_cosigned(cosigned, self._voters, origin=self.origin)
         except (CheckpointError, ValueError):
             return
-        self.ctlog.write_cosigned(self.data_dir / "ct", cosigned)
+        self.ctlog.cosigned = cosigned
         self._cosigned_at = cp.size
         self._cosigned_changed.set()
         self._cosigned_changed = trio.Event()
@@ -756,6 +779,7 @@ class NodeApp:
             self.cosigned_checkpoint(),
         )
         self.issued += 1
+        pending.stages["signed"] = time.monotonic()
         for rejected in final.rejected:
             self.log.warning("app.sct_rejected", op=oid.hex()[:16], reason=rejected[1])
         pending.done.set()
@@ -764,6 +788,7 @@ class NodeApp:
 
     async def issue(self, csr: bytes, bundle: bytes, *, timeout: float = 30.0) -> Issued:
         """Issue a certificate for `csr` with the requester's proof `bundle`."""
+        started = time.monotonic()
         try:
             checked = check_csr(csr, self.ca.policy)
         except IssuanceError as exc:
@@ -784,17 +809,18 @@ class NodeApp:
             )
         except IssuanceError as exc:
             raise RequestRefused(exc.check.replace(" ", "_"), str(exc)) from None
-        op = encode_issue(
-            IssueRequest(
-                checked.der,
-                bundle,
-                precert.der,
-                self.name,
-                request.nonce,
-                int(request.not_before.timestamp()),
-                int(request.not_after.timestamp()),
-            )
+        issue_request = IssueRequest(
+            checked.der,
+            bundle,
+            precert.der,
+            self.name,
+            request.nonce,
+            int(request.not_before.timestamp()),
+            int(request.not_after.timestamp()),
         )
+        op = encode_issue(issue_request)
+        if self._own_intermediate:
+            self.state.remember_issue(op, DecodedIssue(issue_request, checked, precert))
         reason = self.state.validate(op)
         if reason is not None:
             raise RequestRefused(reason.split(":", 1)[0].replace(" ", "_"), reason)
@@ -806,7 +832,7 @@ class NodeApp:
                 pending.error = RequestRefused("not_committed", error, 503)
                 pending.done.set()
 
-        started = time.monotonic()
+        pending.stages["submitted"] = time.monotonic()
         self.submit(op, done)
         try:
             with trio.move_on_after(timeout):
@@ -826,14 +852,19 @@ class NodeApp:
                 raise RequestRefused(
                     "timeout", "issued, but not yet durable in this node's log; retry later", 503
                 )
+            pending.stages["logged"] = time.monotonic()
             # The client wants a cosigned checkpoint that covers its leaf.
             with trio.move_on_after(FINAL_WAIT):
                 while self._cosigned_size() <= result.leaf_index:
                     await self._cosigned_changed.wait()
             result.checkpoint = self.cosigned_checkpoint()
+            # Where the time went: submitted -> committed -> final certificate signed
+            # -> in this node's CT store -> covered by a cosigned checkpoint.
+            pending.stages["cosigned"] = time.monotonic()
             self.log.info(
                 "app.issued", serial=f"{precert.serial:x}", leaf_index=result.leaf_index,
                 ms=round((time.monotonic() - started) * 1000, 1),
+                stages_ms={k: round((t - started) * 1000, 1) for k, t in pending.stages.items()},
             )  # fmt: skip
             return result
         finally:
@@ -896,6 +927,9 @@ class NodeApp:
         return doc
 
     def close(self) -> None:
+        note = self.ctlog.cosigned
+        if note is not None and note != self._saved_cosigned:
+            self.ctlog.save_cosigned(self.data_dir / "ct", note)
         self.store.close()
         self.ctlog.close()
 

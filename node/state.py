@@ -534,6 +534,18 @@ class ReplicatedState:
             self._decoded.popitem(last=False)
         return result
 
+    def remember_issue(self, op: bytes, decoded: DecodedIssue) -> None:
+        """Record what `op` decodes to, for an issue operation this node built itself.
+
+        The issuing node made the precertificate from the CSR it checked, so
+        decoding its own operation again would only re-check its own HSM's
+        signature; every other validator still checks everything.
+        """
+        oid = operation_id(op)
+        self._decoded[oid] = decoded
+        if len(self._decoded) > _CACHE:
+            self._decoded.popitem(last=False)
+
     def _decode_issue(self, op: bytes) -> DecodedIssue:
         r = decode_issue(op)
         csr = check_csr(r.csr, self.ca.policy)
