@@ -37,6 +37,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import ctypes
+import functools
 import hashlib
 import itertools
 import os
@@ -324,7 +325,13 @@ def new_pin() -> str:
 def _module_key(s: Pkcs11Settings) -> str:
     # One loaded module per file: two paths to one library (a symlink) must not
     # load and initialise it twice (C_Initialize would fail the second time).
-    return os.path.realpath(s.module)
+    return _realpath(str(s.module))
+
+
+@functools.lru_cache(maxsize=64)
+def _realpath(path: str) -> str:
+    # Asked at every signature: resolving the path each time costs a few stat calls.
+    return os.path.realpath(path)
 
 
 class _TokenSession:
