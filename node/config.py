@@ -216,7 +216,7 @@ class ConsensusSettings:
     """Seconds before a round without progress times out (doubles per timeout)."""
     max_batch: int = 1000
     """Operations per block."""
-    min_block_interval: float = 0.05
+    min_block_interval: float = 0.25
     """Seconds a leader waits before proposing an empty block."""
 
 
@@ -335,7 +335,7 @@ def _seconds(low: float, high: float) -> Checker:
 _CONSENSUS_KEYS = {
     "round_timeout": Key(_seconds(0.05, 600), default=1.0),
     "max_batch": Key(_int_range(1, 10_000), default=1000),
-    "min_block_interval": Key(_seconds(0, 60), default=0.05),
+    "min_block_interval": Key(_seconds(0, 60), default=0.25),
 }
 
 _PEER_KEYS = {

@@ -68,7 +68,9 @@ def archived(
     tmp_path_factory: pytest.TempPathFactory, regions: dict[str, LocalRegion]
 ) -> Iterator[Archived]:
     directory = tmp_path_factory.mktemp("archive") / "c"
-    cluster = create_full_cluster(directory, 4)
+    # Blocks every 50 ms (not the default 250) so that the archive soon holds the
+    # twenty-odd blocks the state-segment tests cut up.
+    cluster = create_full_cluster(directory, 4, consensus="min_block_interval = 0.05")
     west = regions["us-west-2"]
     for node in cluster.nodes:
         with open(node.config, "a") as fh:
