@@ -258,7 +258,7 @@ class Precertificate:
 
 
 def _check_signer(signer: Signer, issuer: CACertificate) -> None:
-    if spki_der(signer.public_key()) != spki_der(issuer.public_key()):
+    if spki_der(signer.public_key()) != issuer.spki:
         raise IssuanceError("issuer", "the signer's key is not the intermediate certificate's key")
 
 

@@ -203,12 +203,22 @@ class CACertificate:
         return cls(data, cert, subject, ski.digest, zones)
 
     def public_key(self) -> PublicKey:
+        return self._public_key
+
+    @functools.cached_property
+    def _public_key(self) -> PublicKey:
+        # Parsed once: every validator's check of every precertificate asks for it.
         key = self.cert.public_key()
         if not isinstance(
             key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
         ):
             raise BuildError("the CA key type is not supported")
         return key
+
+    @functools.cached_property
+    def spki(self) -> bytes:
+        """Its DER SubjectPublicKeyInfo."""
+        return spki_der(self.public_key())
 
     @functools.cached_property
     def name(self) -> str:
@@ -221,7 +231,7 @@ class CACertificate:
         """RFC 6962 section 3.2: SHA-256 of the issuer's SubjectPublicKeyInfo (as encoded)."""
         return hashlib.sha256(TBSParts.split(certificate_parts(self.der)[0]).spki).digest()
 
-    @property
+    @functools.cached_property
     def scheme(self) -> SignatureScheme:
         """How this CA's key signs: ECDSA by curve; RSA (the root) as its self-signature does."""
         key = self.public_key()
