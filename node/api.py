@@ -52,7 +52,7 @@ from typing import Any, cast
 import hypercorn.trio.run
 import trio
 from cryptography import x509
-from hypercorn.events import Closed, Event, RawData
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.trio import serve
 from hypercorn.trio.tcp_server import TCPServer
 
@@ -84,12 +84,15 @@ class _IdentifyingTCPServer(TCPServer):
     hypercorn writes a response's head, body and end separately, each a TLS
     record and a send system call; here they go to a buffer that one task sends
     once the response's task yields, so a small response is one record and one
-    send (about a third of what a status lookup costs the node).
+    send (about a third of what a status lookup costs the node).  And where hypercorn
+    cancels and respawns an idle-timeout task at every request, one task per
+    connection watches when it went idle.
     """
 
     async def run(self) -> None:
         self._out = bytearray()
         self._pending = trio.Event()
+        self._idle_since: float | None = trio.current_time()
         peer: tuple[str, int] | None = None
         try:
             stream = self.stream
@@ -119,9 +122,31 @@ class _IdentifyingTCPServer(TCPServer):
             if len(self._out) >= _SEND_BUFFER:
                 await self._flush()  # a large body waits for the client (back-pressure)
             return
+        if isinstance(event, Updated):
+            self._idle_since = trio.current_time() if event.idle else None
+            return
         if isinstance(event, Closed):
             await self._flush()
         await super().protocol_send(event)
+
+    async def _idle_timeout(self) -> None:
+        # Started once per connection by TCPServer.run (never restarted: see
+        # protocol_send).  Closes an idle connection after keep_alive_timeout, or at
+        # once when the server shuts down, as hypercorn's own task does.
+        timeout = self.config.keep_alive_timeout
+        shutting_down = False
+        while True:
+            if shutting_down:
+                await trio.sleep(0.05)
+            else:
+                with trio.move_on_after(min(1.0, timeout / 4)):
+                    await self.context.terminated.wait()
+                    shutting_down = True
+            since = self._idle_since
+            if since is not None and (shutting_down or trio.current_time() - since >= timeout):
+                break
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
 
     async def _close(self) -> None:
         await self._flush()
