@@ -10,20 +10,26 @@ A ``Round`` is the unit of durability.  Its publishing order is the one thing
 every driver must get right, so it is stated once, here:
 
 1. Write every tile in ``round.tiles`` durably (any order among themselves).
-   Crash here: tiles beyond the published checkpoint exist; nobody was told
-   about them; ``open_store`` deletes them at the next start.
+   Crash here: tiles beyond the published checkpoint exist (possibly torn);
+   nobody was told about them; ``open_store`` deletes them at the next start.
 2. Sign a checkpoint for (``round.size``, ``round.root``) at ``round.timestamp``
-   and write it durably.  This is the commit point.
+   and write it durably.  This is the commit point.  The signature and a synced
+   temporary copy of the checkpoint may be made while step 1 runs; only the
+   rename to ``checkpoint`` must wait until every tile of step 1 is durable.
    Crash after it: the entries are in the log but their submitters got no SCT;
    a resubmission finds them (the index is caught up at start) and gets an SCT
    for the logged entry.
-3. Index the entries, then ``finish_round(round)`` and answer each submitter
-   with an SCT for ``Sequenced.index`` / ``Sequenced.leaf.entry.timestamp``.
+3. Index the entries (this may run alongside steps 1 and 2: the index is
+   derived data, lookups ignore entries beyond the published size and
+   ``open_store`` truncates an index that is ahead), then ``finish_round(round)``
+   and answer each submitter with an SCT for ``Sequenced.index`` /
+   ``Sequenced.leaf.entry.timestamp``.
 4. Delete ``round.superseded`` partial tiles.  Crash here: stale partials stay
    until the next start removes them.
 
 If any step before 2 fails, the driver calls ``fail_round``; the core forgets the
-round (the published edge is unchanged) and returns the tickets to fail.
+round (the published edge is unchanged) and returns the tickets to fail; the
+driver drops whatever step 3 indexed.
 """
 
 from __future__ import annotations

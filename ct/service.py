@@ -14,9 +14,10 @@ while publishing is fatal: waiting submitters get ``LogUnavailable`` and
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from trustchain.ct.store import (
     Check,
     OpenedStore,
     Progress,
+    StagedCheckpoint,
     StoreCorrupt,
     TreeReader,
     open_store,
@@ -167,7 +169,9 @@ class CTLog:
         self._waiters: dict[int, _Waiter] = {}
         self._wake = trio.Event()
         # One writer thread at a time: the publishing order must not interleave.
+        # The index has its own writer, so that it can catch up while tiles sync.
         self._io = trio.CapacityLimiter(1)
+        self._index_io = trio.CapacityLimiter(1)
         self._issuers: dict[bytes, bytes] = {}
         self._issuer_writes: dict[bytes, trio.Event] = {}
         self._events = Events("log")
@@ -224,32 +228,87 @@ class CTLog:
             with trio.CancelScope(shield=True):
                 await self._publish(rnd)
 
-    async def _sign_and_write(self, size: int, root: bytes, timestamp: int) -> bytes:
-        signed = await _signed_checkpoint(self._signer, self.origin, size, root, timestamp)
-        await trio.to_thread.run_sync(self._files.write_checkpoint, signed, limiter=self._io)
-        return signed
+    async def _commit(self, rnd: Round) -> bytes:
+        """Steps 1-3 of the publishing order (sequencer.py), with the independent waits
+        overlapped; returns the signed checkpoint once it is durable and the round's
+        entries are indexed.  Raises the first failure (the checkpoint is then not
+        written unless every tile was durable)."""
+        failures: list[Exception] = []
 
-    async def _publish(self, rnd: Round) -> None:
-        started = trio.current_time()
-        try:
-            # Step 1 (sequencer.py): tiles, durably.
-            await trio.to_thread.run_sync(self._files.write, rnd.tiles, limiter=self._io)
-            # Crash here: tiles beyond the checkpoint, never acknowledged; the next
-            # open_store deletes them.
-            # Step 2: the checkpoint -- the commit point.
-            signed = await self._sign_and_write(rnd.size, rnd.root, rnd.timestamp)
-            # Crash here: the entries are logged but unanswered; the index catches
-            # up at the next start and a resubmission gets an SCT for the entry.
-            # Step 3: index, then publish in memory and answer.
+        async def guarded(step: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await step()
+            except Exception as exc:
+                failures.append(exc)
+
+        signed = b""
+        staged: StagedCheckpoint | None = None
+
+        async def index() -> None:
+            # Concurrent with everything below, so the index may run ahead of the
+            # checkpoint: lookups ignore indices at or beyond the published size
+            # (``submit``) and open_store truncates an index that is ahead.
             rows = [
                 (e.index, e.leaf_hash, e.leaf.entry.entry.identity(), rnd.timestamp)
                 for e in rnd.entries
             ]
             if rows:
-                await trio.to_thread.run_sync(self._index.add, rows, rnd.size, limiter=self._io)
+                await trio.to_thread.run_sync(
+                    self._index.add, rows, rnd.size, limiter=self._index_io
+                )
+
+        async def tiles() -> None:
+            # Step 1: tiles, durably.  Crash during or after it (before step 2's
+            # rename): tiles beyond the checkpoint, never acknowledged; the next
+            # open_store deletes them.
+            await trio.to_thread.run_sync(self._files.write, rnd.tiles, limiter=self._io)
+
+        async def sign() -> None:
+            # Step 2, first half, while the tiles sync: sign (an HSM round trip)
+            # and sync the checkpoint under a temporary name.  Crash here: the old
+            # checkpoint stands; open_store removes the temporary file.
+            nonlocal signed, staged
+            signed = await _signed_checkpoint(
+                self._signer, self.origin, rnd.size, rnd.root, rnd.timestamp
+            )
+            staged = await trio.to_thread.run_sync(self._files.stage_checkpoint, signed)
+
+        async def publish() -> None:
+            assert staged is not None
+            await trio.to_thread.run_sync(self._files.publish_checkpoint, staged, limiter=self._io)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(guarded, index)
+            async with trio.open_nursery() as before_commit:
+                before_commit.start_soon(guarded, tiles)
+                before_commit.start_soon(guarded, sign)
+            if not failures:
+                # Step 2, second half: the commit point, only now that every tile
+                # is durable.  Crash after it: the entries are logged but
+                # unanswered; a resubmission gets an SCT for the logged entry.
+                await guarded(publish)
+            if failures and staged is not None:
+                await guarded(
+                    lambda: trio.to_thread.run_sync(self._files.discard_checkpoint, staged)
+                )
+        if failures:
+            raise failures[0]
+        return signed
+
+    async def _publish(self, rnd: Round) -> None:
+        started = trio.current_time()
+        try:
+            signed = await self._commit(rnd)
         except Exception as exc:
             self._stopped = f"storage failure: {exc}"
             self._events.error("ct.round.failed", round=rnd.number, error=str(exc))
+            # The index may have taken the round's entries before the failure: drop
+            # them, so that no lookup ever finds an unpublished entry (best effort;
+            # open_store truncates an index that is ahead of the checkpoint too).
+            with contextlib.suppress(Exception):
+                await trio.to_thread.run_sync(
+                    self._index.truncate, self._core.published.size, limiter=self._index_io
+                )
             for ticket in self._core.fail_round(rnd):
                 self._resolve(ticket, None, self._stopped)
             for ticket in list(self._waiters):
@@ -284,6 +343,10 @@ class CTLog:
             raise LogUnavailable(self._stopped)
         self.metrics.submissions += 1
         found = self._index.find_identity(sub.entry.identity())
+        if found is not None and found[0] >= self.size:
+            # Indexed by the round in flight, not yet published: wait for it (the
+            # core hands out that round's ticket for the same identity).
+            found = None
         if found is not None:
             self.metrics.duplicates += 1
             index, timestamp = found

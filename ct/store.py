@@ -16,9 +16,20 @@ lags the checkpoint or cannot be read.
 
 Contracts (the sequencer relies on them):
 - ``TileFiles.write`` returns only when every file and the directory entries
-  naming them are on disk (write to a temporary name, fsync, rename, fsync the
-  directory).  It raises ``OSError`` on failure and leaves at worst an unused
-  temporary file.  Only this module touches the files and sqlite3.
+  naming them are on disk.  Each tile is written to a temporary name and renamed
+  into place (readers never see half a file), then all the round's files and
+  dirty directories are synced at once (see ``_SYNC_WORKERS``).  A new tile is
+  renamed before its sync: every tile a round writes lies beyond the published
+  checkpoint (a tile of a published size is never rewritten), so a crash before
+  the sync leaves at worst torn files beyond the checkpoint, which ``open_store``
+  removes.  A file that already exists is replaced only by a synced one.  It
+  raises ``OSError`` on failure.  Only this module touches the files and sqlite3.
+- The checkpoint is written in two halves so that its sync overlaps the tiles':
+  ``stage_checkpoint`` writes and syncs a temporary file (any time),
+  ``publish_checkpoint`` renames it to ``checkpoint`` and syncs the directory --
+  the commit point, called only after ``write`` returned for the round's tiles.
+  A crash in between leaves the old checkpoint and a temporary file that
+  ``open_store`` removes.
 - ``open_store`` verifies what it opens: the checkpoint's signature, every hash
   tile against the level above and against the checkpoint's root, the edge data
   tile (and with ``check="full"`` every data tile) against the level-0 hashes.
@@ -29,6 +40,7 @@ Contracts (the sequencer relies on them):
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -81,6 +93,13 @@ class StoreLocked(Exception):
     """Another process has the data directory open."""
 
 
+_SYNC_WORKERS = 8
+"""Threads that sync one round's files at once.  ext4's journal (jbd2) lets every
+fsync that arrives while a commit is forming wait for that one commit, so syncing
+a round's files together costs about one journal commit and one cache flush
+instead of one per file; syncing them one after another costs one each."""
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -89,15 +108,49 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _sync_and_close(fd: int) -> None:
+    # fdatasync: the data and the size (all that is read back); mtime is not needed.
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class StagedCheckpoint:
+    """A signed checkpoint on disk under a temporary name, synced; not yet the commit."""
+
+    tmp: Path
+    """The synced temporary file, renamed to ``checkpoint`` by ``publish_checkpoint``."""
+
+
 class TileFiles:
     """The files of a data directory.  Reads are safe from any thread; writes are not
-    concurrent with each other (one sequencer)."""
+    concurrent with each other (one sequencer), except that a checkpoint may be
+    staged while tiles are written."""
 
     def __init__(self, root: Path, *, durable: bool = True) -> None:
         self.root = root
         # durable=False skips per-file fsync for bulk imports, which sync the
         # whole file system once before writing their checkpoint (bulk.py).
         self.durable = durable
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the sync threads (they are started again if needed)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown()
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    _SYNC_WORKERS, thread_name_prefix="ct-sync"
+                )
+            return self._pool
 
     def path(self, tile: TileID) -> Path:
         return self.root / tile.path()
@@ -119,7 +172,9 @@ class TileFiles:
             # The new directory's name lives in its parent: fsync that too.
             dirty.add(m.parent)
 
-    def _write_one(self, path: Path, data: bytes, dirty: set[Path]) -> None:
+    def _write_tmp(self, path: Path, data: bytes, dirty: set[Path]) -> tuple[Path, int]:
+        """Write ``data`` to a new temporary file beside ``path``; returns it and its
+        open descriptor (not synced)."""
         self._makedirs(path.parent, dirty)
         # Unique per writer, so that two writers of one path never share a temp file.
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -128,21 +183,63 @@ class TileFiles:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return tmp, fd
+
+    def _write_one(self, path: Path, data: bytes, dirty: set[Path]) -> None:
+        """Write, sync, rename: ``path`` is never seen without all of ``data``."""
+        tmp, fd = self._write_tmp(path, data, dirty)
+        try:
             if self.durable:
-                os.fsync(fd)
+                os.fdatasync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
         dirty.add(path.parent)
 
+    def _sync_all(self, fds: list[int], dirs: set[Path]) -> None:
+        """fdatasync (and close) ``fds`` and fsync ``dirs``, all at once; raise the
+        first failure after every sync has finished."""
+        if len(fds) + len(dirs) <= 1:
+            for fd in fds:
+                _sync_and_close(fd)
+            for d in dirs:
+                _fsync_dir(d)
+            return
+        pool = self._executor()
+        futures = [pool.submit(_sync_and_close, fd) for fd in fds]
+        futures += [pool.submit(_fsync_dir, d) for d in dirs]
+        concurrent.futures.wait(futures)
+        for f in futures:
+            f.result()
+
     def write(self, items: Iterable[tuple[TileID, bytes]]) -> None:
         """Write tiles durably (see the module contract)."""
         dirty: set[Path] = set()
-        for tile, data in items:
-            self._write_one(self.path(tile), data, dirty)
+        fds: list[int] = []
+        try:
+            for tile, data in items:
+                path = self.path(tile)
+                if not self.durable or path.exists():
+                    # Replacing a file: only ever with a synced one.
+                    self._write_one(path, data, dirty)
+                    continue
+                tmp, fd = self._write_tmp(path, data, dirty)
+                fds.append(fd)
+                # Crash from here until the syncs below finish: this tile may be
+                # torn, but it is beyond the checkpoint and open_store removes it.
+                os.replace(tmp, path)
+                dirty.add(path.parent)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
         if self.durable:
-            for d in sorted(dirty, key=lambda p: len(p.parts), reverse=True):
-                _fsync_dir(d)
+            self._sync_all(fds, dirty)
 
     def delete(self, tiles: Iterable[TileID]) -> None:
         """Remove tiles that are no longer needed (missing ones are fine)."""
@@ -174,11 +271,37 @@ class TileFiles:
         except FileNotFoundError:
             return None
 
+    def stage_checkpoint(self, data: bytes) -> StagedCheckpoint:
+        """Write ``data`` to a temporary file and sync it; the checkpoint is unchanged.
+
+        May run while the round's tiles are being written: nothing names this
+        file until ``publish_checkpoint``.
+        """
+        tmp, fd = self._write_tmp(self.root / "checkpoint", data, set())
+        try:
+            os.fdatasync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        finally:
+            os.close(fd)
+        return StagedCheckpoint(tmp)
+
+    def publish_checkpoint(self, staged: StagedCheckpoint) -> None:
+        """The commit point: rename the staged checkpoint into place and sync the
+        directory.  Call it only once every tile it covers is durable."""
+        os.replace(staged.tmp, self.root / "checkpoint")
+        _fsync_dir(self.root)
+
+    def discard_checkpoint(self, staged: StagedCheckpoint) -> None:
+        """Remove a staged checkpoint whose round failed (missing is fine)."""
+        with contextlib.suppress(FileNotFoundError):
+            staged.tmp.unlink()
+
     def write_checkpoint(self, data: bytes) -> None:
-        dirty: set[Path] = set()
-        self._write_one(self.root / "checkpoint", data, dirty)
-        for d in dirty:
-            _fsync_dir(d)
+        """Replace the checkpoint durably (its tiles must be durable already)."""
+        self.publish_checkpoint(self.stage_checkpoint(data))
 
     def issuer_path(self, fp: bytes) -> Path:
         return self.root / "issuer" / fp.hex()
@@ -207,8 +330,11 @@ class EntryIndex:
 
     WAL mode with synchronous=NORMAL: a crash may lose the last index commits,
     never corrupt them, and ``open_store`` re-indexes whatever lags the
-    checkpoint.  One connection writes (the sequencer's worker thread), another
-    reads (the event loop); WAL lets them run at the same time.
+    checkpoint.  The log indexes a round while its tiles sync, so the index may
+    also be ahead of the checkpoint: ``open_store`` truncates it, and lookups
+    ignore indices at or beyond the published size.  One connection writes (the
+    sequencer's worker thread), another reads (the event loop); WAL lets them run
+    at the same time.
     """
 
     def __init__(self, path: Path, *, cache_mib: int = 64) -> None:
@@ -272,10 +398,14 @@ class EntryIndex:
         """Forget entries at or beyond ``size`` (the store was rolled back)."""
         db = self._writer
         db.execute("BEGIN")
-        db.execute("DELETE FROM leaves WHERE idx >= ?", (size,))
-        db.execute("DELETE FROM identities WHERE idx >= ?", (size,))
-        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('size', ?)", (size,))
-        db.execute("COMMIT")
+        try:
+            db.execute("DELETE FROM leaves WHERE idx >= ?", (size,))
+            db.execute("DELETE FROM identities WHERE idx >= ?", (size,))
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('size', ?)", (size,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def index_of(self, leaf_hash: bytes) -> int | None:
         row = self._reader.execute("SELECT idx FROM leaves WHERE hash=?", (leaf_hash,)).fetchone()
@@ -417,6 +547,7 @@ class OpenedStore:
 
     def close(self) -> None:
         self.index.close()
+        self.files.close()
         os.close(self.lock_fd)
 
 
@@ -505,6 +636,9 @@ def _remove_unpublished(files: TileFiles, size: int) -> list[str]:
     """Delete tiles beyond ``size`` (from a round that crashed before its checkpoint)
     and partial tiles whose full tile exists; keep partials of published sizes."""
     removed: list[str] = []
+    for p in files.root.glob(".checkpoint.*.tmp"):  # staged by a round that crashed
+        p.unlink()
+        removed.append(p.name)
     issuers = files.root / "issuer"
     if issuers.is_dir():
         for p in issuers.glob(".*.tmp"):  # from an interrupted issuer write

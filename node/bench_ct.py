@@ -9,7 +9,14 @@ process is the load generator.  Figures:
 - bytes on disk per entry after those runs;
 - get-proof-by-hash per second on a tree of 1,000,000 entries.  That tree is
   bulk-imported straight into a data directory (trustchain.ct.bulk), not
-  submitted over HTTP, and the log is then started on it.
+  submitted over HTTP, and the log is then started on it;
+- one store round (tiles, checkpoint, index: what a validator does per
+  committed block) of 1 and of 16 entries on a store of 10,000 entries, in this
+  process: wall time until the round's entries are answered and until the round
+  is done, and the fsync/fdatasync calls it makes (counted by wrapping ``os``'s
+  functions here, so SQLite's own syncs are not included), with how many
+  serialized waits they form (calls that overlap in time count as one wait) and
+  how long the round spent in them.
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +50,8 @@ from trustchain.ct import signer as ct_signer
 from trustchain.ct.bulk import import_certificates
 from trustchain.ct.client import HTTPSConnection, client_context
 from trustchain.ct.sct import EntryType, LogEntry, TimestampedEntry
+from trustchain.ct.sequencer import Submission
+from trustchain.ct.service import CTLog, LogParams
 from trustchain.node.benchstats import percentile
 from trustchain.node.errors import UserError
 
@@ -61,10 +73,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             tree directly into a new data directory (not over HTTP), starts the log on
             it and measures get-proof-by-hash.  Prints entries/s, p50/p99 latency,
             entries per sequencing round, CPU microseconds per entry (log process),
-            bytes on disk per entry and proofs/s.
+            bytes on disk per entry and proofs/s.  Finally it times single store
+            rounds (1 and 16 entries on a 10,000-entry store) in this process and
+            counts their fsync calls.
 
-            example:
+            examples:
               trustchain bench ct --seconds 5
+              trustchain bench ct --rounds-only
             """
         ),
     )
@@ -83,6 +98,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     bench.add_argument("--proof-seconds", type=float, default=5.0, help="(default 5)")
     bench.add_argument("--proof-concurrency", type=int, default=16, help="(default 16)")
+    bench.add_argument(
+        "--round-entries",
+        type=int,
+        default=10_000,
+        help="store size for the store-round figures (default 10000)",
+    )
+    bench.add_argument(
+        "--rounds", type=int, default=40, help="store rounds per batch size (default 40)"
+    )
+    bench.add_argument(
+        "--rounds-only",
+        action="store_true",
+        help="measure only the store rounds (skip add-chain and proofs)",
+    )
     bench.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.set_defaults(func=cmd_bench)
@@ -335,6 +364,126 @@ async def _proof_phase(
     }
 
 
+class _SyncCounter:
+    """Wraps ``os.fsync`` and ``os.fdatasync`` while active; records each call's span."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []
+        self._lock = threading.Lock()
+
+    def _wrap(self, real: Callable[[int], None]) -> Callable[[int], None]:
+        def call(fd: int) -> None:
+            t0 = time.perf_counter()
+            try:
+                real(fd)
+            finally:
+                t1 = time.perf_counter()
+                with self._lock:
+                    self.spans.append((t0, t1))
+
+        return call
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        real_fsync, real_fdatasync = os.fsync, os.fdatasync
+        os.fsync, os.fdatasync = self._wrap(real_fsync), self._wrap(real_fdatasync)  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            os.fsync, os.fdatasync = real_fsync, real_fdatasync
+
+    def take(self) -> tuple[int, int, float]:
+        """(calls, serialized waits, seconds spent waiting) since the last ``take``:
+        calls that overlap in time count as one wait, and their time once."""
+        with self._lock:
+            spans, self.spans = sorted(self.spans), []
+        waits, end, busy = 0, -1.0, 0.0
+        for t0, t1 in spans:
+            if t0 >= end:
+                waits += 1
+                busy += t1 - t0
+            elif t1 > end:
+                busy += t1 - end
+            end = max(end, t1)
+        return len(spans), waits, busy
+
+
+async def _store_round_phase(
+    data: Path, signer: ct_signer.Signer, first: int, template: bytes, rounds: int
+) -> list[dict[str, Any]]:
+    """Time rounds the way a validator cuts them (one per block, ReplicatedLog.append)."""
+    log = await CTLog.open(
+        data, signer, ORIGIN, None, LogParams(interval=0.0, refresh_interval=1e9)
+    )
+    counter = _SyncCounter()
+    serial = first
+    out = []
+    try:
+        with counter.active():
+            for batch in (1, 16):
+                answered: list[float] = []
+                done: list[float] = []
+                calls: list[int] = []
+                waits: list[int] = []
+                syncing: list[float] = []
+                for _ in range(rounds):
+                    for _ in range(batch):
+                        cert = template[:-8] + serial.to_bytes(8, "big")
+                        serial += 1
+                        log._core.submit(Submission(LogEntry(EntryType.X509, cert)))
+                    rnd = log._core.start_round(trio.current_time(), time.time_ns() // 1_000_000)
+                    assert rnd is not None and len(rnd.entries) == batch
+                    counter.take()
+                    before = log.metrics.round_seconds
+                    t0 = time.perf_counter()
+                    await log._publish(rnd)  # what ReplicatedLog.append runs per block
+                    done.append(time.perf_counter() - t0)
+                    answered.append(log.metrics.round_seconds - before)
+                    n, w, busy = counter.take()
+                    calls.append(n)
+                    waits.append(w)
+                    syncing.append(busy)
+                out.append(
+                    {
+                        "entries": batch,
+                        "rounds": rounds,
+                        "answered_p50_ms": round(percentile(answered, 0.5) * 1000, 2),
+                        "answered_p90_ms": round(percentile(answered, 0.9) * 1000, 2),
+                        "done_p50_ms": round(percentile(done, 0.5) * 1000, 2),
+                        "fsyncs_per_round": round(sum(calls) / rounds, 1),
+                        "serial_waits_per_round": round(sum(waits) / rounds, 1),
+                        "sync_wait_p50_ms": round(percentile(syncing, 0.5) * 1000, 2),
+                    }
+                )
+    finally:
+        log.close()
+    return out
+
+
+def _store_rounds(
+    args: argparse.Namespace, setup: Setup, signer: ct_signer.Signer, work: Path
+) -> dict[str, Any]:
+    _say(f"bulk-importing {args.round_entries} entries for the store rounds...")
+    data = work / "round-data"
+    template = devcerts.make_leaf(setup.ca, "round.bench.example").der
+
+    def cert(i: int) -> bytes:
+        return template[:-8] + i.to_bytes(8, "big")
+
+    trio.run(
+        lambda: import_certificates(
+            data,
+            signer,
+            ORIGIN,
+            (cert(i) for i in range(args.round_entries)),
+            timestamp=time.time_ns() // 1_000_000,
+        )
+    )
+    _say(f"timing {args.rounds} store rounds of 1 and of 16 entries...")
+    rows = trio.run(_store_round_phase, data, signer, args.round_entries, template, args.rounds)
+    return {"store_size": args.round_entries, "rounds": rows}
+
+
 def _setup(work: Path) -> Setup:
     root = devcerts.make_root("TrustChain Bench Root")
     ca = devcerts.make_intermediate(root, "TrustChain Bench Intermediate")
@@ -368,6 +517,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError("--concurrency: expected comma-separated integers, e.g. 1,16,64") from None
     if any(n < 1 for n in levels) or args.seconds <= 0 or args.proof_entries < 1:
         raise UserError("--concurrency, --seconds and --proof-entries must be positive")
+    if args.round_entries < 1 or args.rounds < 1:
+        raise UserError("--round-entries and --rounds must be positive")
     own_dir = args.dir is None
     work = Path(tempfile.mkdtemp(prefix="trustchain-bench-ct-")) if own_dir else args.dir
     work.mkdir(parents=True, exist_ok=True)
@@ -386,6 +537,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, levels: list[int], work: Path) -> dict[str, Any]:
     setup = _setup(work)
     signer = ct_signer.load_p256_signer(setup.key)
+    if args.rounds_only:
+        return {
+            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+            "store_rounds": _store_rounds(args, setup, signer, work),
+        }
     count = int(CERT_RATE_GUESS * args.seconds * len(levels)) + 1000
     _say(f"generating {count} leaf certificates (ECDSA P-256, signed by a test intermediate)...")
     bodies = _bodies(setup, count)
@@ -468,6 +624,7 @@ def _run(args: argparse.Namespace, levels: list[int], work: Path) -> dict[str, A
     finally:
         log.stop()
     bulk_alloc, _ = _disk_usage(proof_data)
+    store_rounds = _store_rounds(args, setup, signer, work)
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "pool_interval_ms": args.pool_interval,
@@ -485,10 +642,32 @@ def _run(args: argparse.Namespace, levels: list[int], work: Path) -> dict[str, A
             "start_and_verify_seconds": round(open_seconds, 1),
             "bytes_per_entry_allocated": round(bulk_alloc / bulk_size),
         },
+        "store_rounds": store_rounds,
     }
 
 
+def _print_rounds(r: dict[str, Any]) -> None:
+    print(
+        f"store round on a {r['store_size']}-entry store (in process; answered = until SCTs "
+        "could go out, done = with superseded-tile cleanup):"
+    )
+    print(
+        "  entries  answered p50 ms  p90 ms  done p50 ms  fsyncs/round  serialized waits"
+        "  in fsync p50 ms"
+    )
+    for row in r["rounds"]:
+        print(
+            f"  {row['entries']:>7}  {row['answered_p50_ms']:>15}  {row['answered_p90_ms']:>6}"
+            f"  {row['done_p50_ms']:>11}  {row['fsyncs_per_round']:>12}"
+            f"  {row['serial_waits_per_round']:>16}  {row['sync_wait_p50_ms']:>15}"
+        )
+
+
 def _print(r: dict[str, Any]) -> None:
+    if "add_chain" not in r:
+        print(f"CT store rounds ({r['machine']['cpus']} CPUs)")
+        _print_rounds(r["store_rounds"])
+        return
     print(
         f"CT log benchmark (pool interval {r['pool_interval_ms']} ms, {r['machine']['cpus']} CPUs)"
     )
@@ -517,3 +696,4 @@ def _print(r: dict[str, Any]) -> None:
         f"p99 {p['p99_ms']} ms, log CPU {p['log_cpu_us_per_proof']} us/proof, "
         f"{p['bytes_per_entry_allocated']} bytes/entry on disk"
     )
+    _print_rounds(r["store_rounds"])
