@@ -441,6 +441,11 @@ class CTLog:
             )
         return merkle.consistency_proof(self._reader.node, first, second)
 
+    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        """PATH(index, D[tree_size]) (RFC 6962 section 2.1.1) of a published entry."""
+        self._check_tree_size(tree_size, "tree_size")
+        return merkle.inclusion_proof(self._reader.node, index, tree_size)
+
     def proof_by_hash(self, leaf_hash: bytes, tree_size: int) -> tuple[int, list[bytes]]:
         self._check_tree_size(tree_size, "tree_size")
         if len(leaf_hash) != merkle.HASH_SIZE:

@@ -451,6 +451,10 @@ class _TileTreeCache:
         return tree
 
 
+_EDGE_NODES = 8192
+"""Complete nodes of partial tiles a TreeReader remembers (a few edges' worth)."""
+
+
 class TreeReader:
     """Hashes of the published tree, for proofs.
 
@@ -462,6 +466,9 @@ class TreeReader:
     def __init__(self, files: TileFiles, edge: TreeEdge, cache_tiles: int = 4096) -> None:
         self._files = files
         self._tiles = _TileTreeCache(files, cache_tiles)
+        self._edge_nodes: dict[tuple[int, int, int, int], bytes] = {}
+        """(tile level, tile index, offset, height) -> a complete node in a partial
+        tile: it never changes once complete, however the edge grows."""
         self.edge = edge
 
     def snapshot(self) -> TreeReader:
@@ -469,6 +476,7 @@ class TreeReader:
         edges are never mutated, only replaced)."""
         other = TreeReader.__new__(TreeReader)
         other._files, other._tiles, other.edge = self._files, self._tiles, self.edge
+        other._edge_nodes = self._edge_nodes
         return other
 
     @property
@@ -487,7 +495,15 @@ class TreeReader:
         row = self.edge.partial[tile_level]
         if offset + (1 << height) > len(row):
             raise ValueError(f"node ({level}, {index}) is not complete in the published tree")
-        return merkle.root_of(row[offset : offset + (1 << height)])
+        key = (tile_level, tile_index, offset, height)
+        found = self._edge_nodes.get(key)
+        if found is None:
+            # Every inclusion proof near the edge asks for these: hash each once.
+            found = merkle.root_of(row[offset : offset + (1 << height)])
+            if len(self._edge_nodes) >= _EDGE_NODES:
+                self._edge_nodes.clear()
+            self._edge_nodes[key] = found
+        return found
 
     def leaf_hashes(self, tile_index: int) -> list[bytes]:
         """The level-0 hashes of data tile ``tile_index`` (full or the edge)."""

@@ -84,6 +84,7 @@ from trustchain.node.ca.issuance import (
 )
 from trustchain.node.ca.profiles import CACertificate
 from trustchain.node.ca.revocation import RevocationReason
+from trustchain.node.files import write_durably
 from trustchain.node.log import EventLogger
 from trustchain.node.snapshot import FILE as SNAPSHOT_FILE
 from trustchain.node.snapshot import Snapshot, SnapshotError
@@ -154,9 +155,7 @@ class ReplicatedLog(CTLog):
             signed = await sign_checkpoint(
                 Checkpoint(origin, 0, EMPTY_ROOT), [RFC6962NoteSigner(origin, signer, 0)]
             )
-            tmp = first.with_suffix(".tmp")
-            tmp.write_bytes(signed)
-            tmp.replace(first)
+            write_durably(first, signed)
         log = await cls.open(
             data_dir, signer, origin, None, LogParams(interval=0.0, refresh_interval=1e9)
         )
@@ -908,7 +907,8 @@ class NodeApp:
         size = self._cosigned_size()
         proof: list[str] = []
         if record.leaf_index < size:
-            _, hashes = self.ctlog.proof_by_hash(record.leaf_hash, size)
+            # The state knows the index: no lookup of the leaf hash in the CT index.
+            hashes = self.ctlog.inclusion_proof(record.leaf_index, size)
             proof = [base64.b64encode(h).decode() for h in hashes]
         doc: dict[str, Any] = {
             "serial": f"{serial:x}",

@@ -12,7 +12,7 @@ from ct_testlib import ORIGIN, fake_submission, fill, new_signer, running_log
 from trustchain.ct import merkle, sct
 from trustchain.ct.checkpoint import RFC6962NoteVerifier, open_checkpoint
 from trustchain.ct.sequencer import Sequencer
-from trustchain.ct.service import CTLog, LogParams
+from trustchain.ct.service import CTLog, LogParams, LogRequestError
 from trustchain.ct.signer import SoftwareSigner
 from trustchain.ct.store import StoreCorrupt, StoreLocked, open_store
 from trustchain.ct.tiles import TileID, TreeEdge
@@ -273,3 +273,23 @@ async def test_storage_failure_stops_the_sequencer_and_loses_nothing(
     log.close()
     async with running_log(path, signer) as again:
         assert (again.size, again.root) == (600, built[1])
+
+
+async def test_inclusion_proofs_stay_right_while_the_edge_grows(
+    tmp_path: Path, signer: SoftwareSigner
+) -> None:
+    """Complete nodes of partial tiles are remembered between proofs: proofs asked at
+    every size, before and after the edge tile fills and a new one starts, all verify."""
+    async with running_log(tmp_path / "log", signer) as log:
+        size = 0
+        for step in (1, 2, 5, 13, 60, 175, 1, 3, 40, 300):
+            await fill(log, size, step)
+            size += step
+            assert log.size == size
+            for index in {0, size // 3, size // 2, max(0, size - 7), size - 2, size - 1} - {-1}:
+                proof = log.inclusion_proof(index, size)
+                leaf = merkle.leaf_hash((await log.entries(index, index))[0][0])
+                merkle.verify_inclusion(index, size, leaf, proof, log.root)
+                assert log.proof_by_hash(leaf, size) == (index, proof)
+        with pytest.raises(LogRequestError):
+            log.inclusion_proof(0, size + 1)
