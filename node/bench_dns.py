@@ -13,7 +13,11 @@ process on ::1, and prints what the client measured:
 - one kept connection with a fixed number of queries in flight (closed loop:
   the most it does);
 - the same with every query name distinct, so no cache helps;
-- many connections sharing the offered load.
+- many connections sharing the offered load;
+- before all that, in the bench process itself: the cost of applying one
+  committed batch of 10 certificates (`Authority.apply`, what every validator
+  runs on its event loop per block) on top of 1,000 and of 50,000 published
+  certificates; it should not grow with the number published.
 
 Server CPU time per query comes from /proc/PID/stat of the server process,
 which is what the "queries per second per server process" goal is about; the
@@ -51,6 +55,12 @@ HOT_NAMES = (
     ("nope.trust.hypermesh.online.", "AAAA"),
 )
 """What the kept-connection runs ask, in turn (answers, CNAME chains, TLSA, CAA, NXDOMAIN)."""
+APPLY_SIZES = (1_000, 50_000)
+"""Published certificates under which the cost of one batch is measured."""
+APPLY_BATCH = 10
+"""Certificates per measured batch."""
+APPLY_RUNS = 200
+"""Batches measured per size, each applied to the same snapshot."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,10 +75,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             and answered queries per second at fixed offered loads over one kept
             connection and over many connections; the most one connection does with
             64 queries in flight, with repeated and with distinct names; and the
-            server's CPU time per query.
+            server's CPU time per query.  First, in this process, the time to apply
+            one committed batch of 10 certificates on top of 1,000 and of 50,000
+            published ones (what every validator does per block).
 
-            example:
+            examples:
               trustchain bench dns --seconds 3
+              trustchain bench dns --apply-sizes 1000,20000,100000 --seconds 1
             """
         ),
     )
@@ -80,6 +93,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     bench.add_argument(
         "--connections", type=int, default=16, help="connections in the many-connection runs"
+    )
+    bench.add_argument(
+        "--apply-sizes",
+        default=",".join(map(str, APPLY_SIZES)),
+        help="published certificates under which a 10-certificate batch is applied "
+        f"(default {','.join(map(str, APPLY_SIZES))}; empty: skip)",
     )
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.set_defaults(func=cmd_bench)
@@ -101,6 +120,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError("--loads: expected comma-separated integers, e.g. 1000,3000") from None
     if not loads or min(loads) < 1 or not 0 < args.seconds <= 60 or not 1 <= args.connections <= 64:
         raise UserError("--loads > 0, --seconds in (0, 60], --connections in 1..64 please")
+    try:
+        apply_sizes = [int(x) for x in args.apply_sizes.split(",") if x]
+    except ValueError:
+        raise UserError("--apply-sizes: expected integers, e.g. 1000,50000") from None
+    if apply_sizes and not 0 <= min(apply_sizes) <= max(apply_sizes) <= 1_000_000:
+        raise UserError("--apply-sizes: each in 0..1000000 please (or empty to skip)")
+    applies = measure_apply(apply_sizes)
     worker = [sys.executable, "-m", "trustchain.node.bench_dns"]
     with tempfile.TemporaryDirectory(prefix="tc-bench-dns-") as tmp:
         cert, key = _write_tls(Path(tmp))
@@ -144,6 +170,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("bench dns: the client failed (its stderr is above)", file=sys.stderr)
         return 1
     figures = json.loads(result.stdout)
+    figures["apply"] = applies
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
@@ -152,6 +179,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _print(figures: dict[str, Any]) -> None:
+    for row in figures["apply"]:
+        print(
+            f"apply {row['batch']} certificates on {row['published']:>9,} published: "
+            f"p50 {row['p50_us']:6.0f} us  mean {row['mean_us']:6.0f} us  max "
+            f"{row['max_us']:6.0f} us per batch  ({row['runs']} batches)"
+        )
     for row in figures["handshakes"]:
         print(
             f"{row['kind']:<34} handshake p50 {row['handshake_p50_ms']:6.2f} ms  "
@@ -213,6 +246,63 @@ def _write_tls(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+# --- applying committed batches (in the bench process) --------------------------------------
+
+
+def measure_apply(sizes: list[int]) -> list[dict[str, Any]]:
+    """Time `Authority.apply` of one APPLY_BATCH-certificate batch per published size.
+
+    Every timed batch goes onto the same snapshot of `size` certificates (a new
+    Authority over it each time, not timed), so the size does not drift during
+    the runs; snapshots are immutable, which is what makes that possible.
+    """
+    import gc
+    import hashlib
+    import statistics
+
+    from trustchain.dns.authority import Authority
+    from trustchain.dns.records import CertificateIssued, PublishedRecords
+    from trustchain.dns.zones import default_zone
+
+    zones = [default_zone()]
+
+    def certificate(i: int) -> CertificateIssued:
+        host = f"host{i}.trust.hypermesh.online."
+        return CertificateIssued(
+            f"{i + 1:x}", (dns.name.from_text(host),), hashlib.sha256(host.encode()).digest()
+        )
+
+    rows = []
+    for size in sizes:
+        print(f"bench dns: publishing {size:,} certificates to apply batches on ...", flush=True)
+        published = PublishedRecords.empty(zone.origin for zone in zones)
+        for start in range(0, size, 5_000):
+            chunk = [certificate(i) for i in range(start, min(size, start + 5_000))]
+            published = published.apply(chunk)
+        batches = [
+            [certificate(size + run * APPLY_BATCH + j) for j in range(APPLY_BATCH)]
+            for run in range(APPLY_RUNS)
+        ]
+        gc.collect()  # the build's garbage is not the batches' cost
+        timings = []
+        for batch in batches:
+            authority = Authority(zones, published)
+            started = time.perf_counter()
+            authority.apply(batch, version=published.version + 1)
+            timings.append(time.perf_counter() - started)
+        rows.append(
+            {
+                "published": size,
+                "batch": APPLY_BATCH,
+                "runs": len(timings),
+                "p50_us": statistics.median(timings) * 1e6,
+                "mean_us": statistics.mean(timings) * 1e6,
+                "max_us": max(timings) * 1e6,
+            }
+        )
+    return rows
 
 
 # --- server process ----------------------------------------------------------------------------

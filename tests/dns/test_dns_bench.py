@@ -41,3 +41,12 @@ def test_bench_dns_produces_figures() -> None:
         assert run["answered"] > 0 and run["errors"] == 0, run
         assert run["p50_ms"] <= run["p99_ms"] <= run["max_ms"]
         assert run["server_cpu_us_per_query"] > 0
+
+
+def test_apply_figures_cover_each_size() -> None:
+    from trustchain.node.bench_dns import APPLY_BATCH, measure_apply
+
+    rows = measure_apply([0, 30])
+    assert [(r["published"], r["batch"]) for r in rows] == [(0, APPLY_BATCH), (30, APPLY_BATCH)]
+    for row in rows:
+        assert row["runs"] > 0 and 0 < row["p50_us"] <= row["max_us"]
