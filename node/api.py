@@ -71,10 +71,10 @@ MAX_BODY = 64 * 1024
 _SEND_BUFFER = 64 * 1024
 """Bytes of a response buffered before its task waits for the client."""
 
-# (client host, port) -> DER of the client certificate the TLS layer verified.
-# Owned by the API server's connections: each adds its entry after the
-# handshake and removes it when it closes.
-_PEER_CERTS: dict[tuple[str, int], bytes] = {}
+# (client host, port) -> the client identity (SHA-256 hex of the DER certificate the
+# TLS layer verified).  Owned by the API server's connections: each adds its entry
+# after the handshake and removes it when it closes.
+_PEER_CERTS: dict[tuple[str, int], str] = {}
 
 
 class _IdentifyingTCPServer(TCPServer):
@@ -106,7 +106,7 @@ class _IdentifyingTCPServer(TCPServer):
                 name = stream.transport_stream.socket.getpeername()
                 if der is not None:
                     peer = (str(name[0]), int(name[1]))
-                    _PEER_CERTS[peer] = der
+                    _PEER_CERTS[peer] = hashlib.sha256(der).hexdigest()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._flush_when_pending)
                 await super().run()
@@ -254,6 +254,7 @@ class ApiApp:
         """CloudWatch (trustchain.node.cloudwatch), if the node reports there."""
         self.public = PublicApp(app)
         self.allow = [ipaddress.IPv6Network(n) for n in allow]
+        self._addresses: dict[str, str | None] = {}
         self.limiter = RateLimiter(rate_limit)
         self.log = log
         self.clock = clock
@@ -309,20 +310,34 @@ class ApiApp:
 
     # --- admission -------------------------------------------------------------------
 
+    def _address_refusal(self, host: str) -> str | None:
+        """Why requests from `host` are refused (None: allowed); remembered per host."""
+        if host in self._addresses:
+            return self._addresses[host]
+        try:
+            ip = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            reason: str | None = "unknown client address"
+        else:
+            if not isinstance(ip, ipaddress.IPv6Address) or ip.ipv4_mapped is not None:
+                reason = f"{ip} is IPv4; TrustChain is IPv6 only"
+            elif not any(ip in net for net in self.allow):
+                reason = f"{ip} is not in the API allowlist"
+            else:
+                reason = None
+        if len(self._addresses) >= 10_000:
+            self._addresses.clear()
+        self._addresses[host] = reason
+        return reason
+
     def _admit(self, scope: dict[str, Any]) -> str:
         client = scope.get("client") or ("", 0)
-        try:
-            ip = ipaddress.ip_address(str(client[0]).split("%")[0])
-        except ValueError:
-            raise _Refusal(403, "forbidden_address", "unknown client address") from None
-        if not isinstance(ip, ipaddress.IPv6Address) or ip.ipv4_mapped is not None:
-            raise _Refusal(403, "forbidden_address", f"{ip} is IPv4; TrustChain is IPv6 only")
-        if not any(ip in net for net in self.allow):
-            raise _Refusal(403, "forbidden_address", f"{ip} is not in the API allowlist")
-        der = _PEER_CERTS.get((str(client[0]), int(client[1])))
-        if der is None:
+        refusal = self._address_refusal(str(client[0]))
+        if refusal is not None:
+            raise _Refusal(403, "forbidden_address", refusal)
+        who = _PEER_CERTS.get((str(client[0]), int(client[1])))
+        if who is None:
             raise _Refusal(401, "no_client_certificate", "a client certificate is required")
-        who = hashlib.sha256(der).hexdigest()
         wait = self.limiter.take(who, self.clock())
         if wait is not None:
             self.metrics.rate_limited += 1

@@ -34,3 +34,21 @@ def test_rate_limit_per_identity_refills_over_the_minute() -> None:
 )
 def test_refusals_have_stable_codes(reason: str, code: str) -> None:
     assert _error_code(reason) == code
+
+
+def test_client_addresses_outside_ipv6_or_the_allowlist_are_refused_every_time() -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from trustchain.node.api import ApiApp
+    from trustchain.node.log import get_logger
+
+    node = cast(Any, SimpleNamespace(ctlog=None))  # the address check needs no node
+    api = ApiApp(node, allow=("2001:db8::/32",), rate_limit=10, log=get_logger("test"))
+    for _ in range(2):  # the verdict is remembered per host: the second time too
+        assert api._address_refusal("2001:db8::7") is None
+        assert api._address_refusal("2001:db8::7%lo") is None
+        assert "not in the API allowlist" in (api._address_refusal("::1") or "")
+        assert "IPv4" in (api._address_refusal("::ffff:127.0.0.1") or "")
+        assert "IPv4" in (api._address_refusal("127.0.0.1") or "")
+        assert api._address_refusal("not an address") == "unknown client address"
