@@ -326,12 +326,18 @@ class Issued:
 
 @dataclass
 class _Pending:
+    oid: bytes
+    """The operation id of the issue request."""
     precert: Precertificate
     done: trio.Event = field(default_factory=trio.Event)
     result: Issued | None = None
     error: RequestRefused | None = None
     committed: tuple[int, int, int] | None = None
     """(height, timestamp, leaf index) once the request's block is applied."""
+    signing: bool = False
+    """A final certificate is being signed."""
+    again: bool = False
+    """An SCT arrived meanwhile (try again if that signature lacked a quorum)."""
     stages: dict[str, float] = field(default_factory=dict)
     """time.monotonic() when the request reached each stage (for the issuance log)."""
 
@@ -743,13 +749,30 @@ class NodeApp:
         pending = self._pending.get(oid)
         if pending is None or pending.committed is None or pending.done.is_set():
             return
+        if pending.signing:
+            # An SCT arrived while the final certificate is being signed: sign it
+            # again only if that attempt lacked a quorum (never twice in parallel).
+            pending.again = True
+            return
+        pending.signing = True
+        try:
+            while not pending.done.is_set():
+                pending.again = False
+                await self._final(pending)
+                if not pending.again:
+                    break
+        finally:
+            pending.signing = False
+
+    async def _final(self, pending: _Pending) -> None:
+        assert pending.committed is not None
         height, timestamp, index = pending.committed
         extensions = leaf_index_extensions(index)
         # Only SCTs for the committed leaf count; those for blocks that never
         # committed (other timestamp or index) are dropped here.
         scts = [
             s
-            for s in self._scts.get(oid, {}).values()
+            for s in self._scts.get(pending.oid, {}).values()
             if s.timestamp == timestamp and s.extensions == extensions
         ]
         signers = {s.log_id for s in scts}
@@ -780,7 +803,7 @@ class NodeApp:
         self.issued += 1
         pending.stages["signed"] = time.monotonic()
         for rejected in final.rejected:
-            self.log.warning("app.sct_rejected", op=oid.hex()[:16], reason=rejected[1])
+            self.log.warning("app.sct_rejected", op=pending.oid.hex()[:16], reason=rejected[1])
         pending.done.set()
 
     # --- client requests ------------------------------------------------------------------
@@ -824,7 +847,7 @@ class NodeApp:
         if reason is not None:
             raise RequestRefused(reason.split(":", 1)[0].replace(" ", "_"), reason)
         oid = hashlib.sha256(op).digest()
-        pending = self._pending[oid] = _Pending(precert)
+        pending = self._pending[oid] = _Pending(oid, precert)
 
         def done(height: int | None, error: str | None) -> None:
             if error is not None and not pending.done.is_set():
