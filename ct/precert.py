@@ -17,6 +17,7 @@ edited stays exactly as it was.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -370,6 +371,7 @@ def final_certificate_tbs(cert_der: bytes) -> bytes:
     return split.tbs_without(split.sct_list_index())
 
 
+@functools.lru_cache(maxsize=256)
 def issuer_key_hash(issuer_der: bytes) -> bytes:
     """SHA-256 over the issuer's DER SubjectPublicKeyInfo, as it appears in its certificate."""
     return hashlib.sha256(_TBS(tbs_of(issuer_der)).spki).digest()

@@ -140,8 +140,11 @@ class CASigner(Signer, Protocol):
 
 def scheme_of(signer: Signer) -> SignatureScheme:
     """The scheme ``signer``'s signatures use."""
-    if isinstance(signer, CASigner):
-        return signer.scheme
+    # What isinstance(signer, CASigner) checks, without a runtime Protocol check
+    # (slow, and asked at every final certificate).
+    scheme = getattr(signer, "scheme", None)
+    if isinstance(scheme, SignatureScheme):
+        return scheme
     return default_scheme(signer.public_key())
 
 
