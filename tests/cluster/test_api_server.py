@@ -4,9 +4,7 @@ connection closes idle connections but never a busy one."""
 
 from __future__ import annotations
 
-import datetime as dt
 import http.client
-import ipaddress
 import secrets
 import socket
 import ssl
@@ -15,45 +13,22 @@ from pathlib import Path
 from typing import Any, cast
 
 import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from hypercorn.trio import serve
 
 import trustchain.node.api  # noqa: F401  (installs the server class)
+from trustchain.ct.devcerts import make_tls_server
 from trustchain.ct.server import hypercorn_config
 
 BIG = secrets.token_bytes(300_000)
 
 
-def _tls(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "::1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("::1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "server.pem", tmp / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+def _tls(tmp: Path) -> tuple[Path, Path, Path]:
+    """(CA certificate, server certificate, server key) for ::1."""
+    ca, server = make_tls_server(("::1",))
+    paths = tmp / "ca.pem", tmp / "server.pem", tmp / "server.key"
+    for path, data in zip(paths, (ca.pem, server.pem, server.key_pem), strict=True):
+        path.write_bytes(data)
+    return paths
 
 
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -72,8 +47,8 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _context(cert: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(cert))
+def _context(ca: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca))
     context.set_alpn_protocols(["http/1.1"])
     return context
 
@@ -81,11 +56,11 @@ def _context(cert: Path) -> ssl.SSLContext:
 async def _server(
     nursery: trio.Nursery, tmp: Path, keep_alive: float
 ) -> tuple[int, ssl.SSLContext]:
-    cert, key = _tls(tmp)
+    ca, cert, key = _tls(tmp)
     config = hypercorn_config("::1", 0, cert, key)
     config.keep_alive_timeout = keep_alive
     binds: list[str] = await nursery.start(partial(serve, cast(Any, _app), config))
-    return int(binds[0].rsplit(":", 1)[1]), _context(cert)
+    return int(binds[0].rsplit(":", 1)[1]), _context(ca)
 
 
 async def test_whole_responses_of_every_size_on_one_connection(tmp_path: Path) -> None:

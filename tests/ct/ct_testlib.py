@@ -15,7 +15,7 @@ from trustchain.ct.chain import ChainValidator
 from trustchain.ct.client import CTClient, HTTPSConnection, client_context
 from trustchain.ct.sct import EntryType, LogEntry
 from trustchain.ct.sequencer import Submission
-from trustchain.ct.service import CTLog, LogParams
+from trustchain.ct.service import CTLog, LogParams, LogUnavailable
 from trustchain.ct.signer import SoftwareSigner
 from trustchain.ct.store import Check
 
@@ -64,6 +64,30 @@ async def fill(log: CTLog, start: int, count: int, concurrency: int = 50) -> Non
     async with trio.open_nursery() as nursery:
         for k in range(min(concurrency, count)):
             nursery.start_soon(worker, k)
+
+
+async def run_until_storage_fails(log: CTLog, first: int, count: int = 5) -> list[str]:
+    """Run `log` with `count` submissions (entries `first`...) until its storage fails
+    and stops it; each submission's outcome: "ok" or its LogUnavailable message."""
+    outcomes: list[str] = []
+
+    async def submit(i: int) -> None:
+        try:
+            await log.submit(fake_submission(first + i))
+            outcomes.append("ok")
+        except LogUnavailable as exc:
+            outcomes.append(str(exc))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(log.run)
+            for i in range(count):
+                nursery.start_soon(submit, i)
+    except BaseExceptionGroup as group:
+        if not group.subgroup(OSError):
+            raise
+        return outcomes
+    raise AssertionError("the log's storage did not fail")
 
 
 # --- HTTPS fixtures -----------------------------------------------------------------

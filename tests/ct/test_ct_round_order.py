@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from ct_testlib import ORIGIN, fake_submission, fill, new_signer, running_log
+from ct_testlib import (
+    ORIGIN,
+    fake_submission,
+    fill,
+    new_signer,
+    run_until_storage_fails,
+    running_log,
+)
 
 from trustchain.ct import merkle, sct
 from trustchain.ct.checkpoint import (
@@ -28,7 +35,7 @@ from trustchain.ct.checkpoint import (
     sign_checkpoint,
 )
 from trustchain.ct.sequencer import Sequencer
-from trustchain.ct.service import CTLog, LogParams, LogRequestError, LogUnavailable
+from trustchain.ct.service import CTLog, LogParams, LogRequestError
 from trustchain.ct.signer import SoftwareSigner
 from trustchain.ct.store import StagedCheckpoint, open_store
 
@@ -235,21 +242,7 @@ async def test_failed_commit_writes_no_checkpoint_and_forgets_the_indexed_round(
         raise OSError(errno.EIO, "Input/output error")
 
     log._files.publish_checkpoint = failing_publish  # type: ignore[method-assign]
-    outcomes: list[str] = []
-
-    async def submit(i: int) -> None:
-        try:
-            await log.submit(fake_submission(7000 + i))
-            outcomes.append("ok")
-        except LogUnavailable as exc:
-            outcomes.append(str(exc))
-
-    with pytest.raises(BaseExceptionGroup) as info:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(log.run)
-            for i in range(5):
-                nursery.start_soon(submit, i)
-    assert info.group_contains(OSError)
+    outcomes = await run_until_storage_fails(log, 7000)
     assert outcomes and all("Input/output error" in o for o in outcomes)
     # The index took the round alongside the tiles; the failure dropped it again.
     assert log._index.indexed_size() == 250

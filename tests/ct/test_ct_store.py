@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 import trio
-from ct_testlib import ORIGIN, fake_submission, fill, new_signer, running_log
+from ct_testlib import (
+    ORIGIN,
+    fake_submission,
+    fill,
+    new_signer,
+    run_until_storage_fails,
+    running_log,
+)
 
 from trustchain.ct import merkle, sct
 from trustchain.ct.checkpoint import RFC6962NoteVerifier, open_checkpoint
@@ -251,21 +258,7 @@ async def test_storage_failure_stops_the_sequencer_and_loses_nothing(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     log._files.write = failing_write  # type: ignore[method-assign]
-    outcomes: list[str] = []
-
-    async def submit(i: int) -> None:
-        try:
-            await log.submit(fake_submission(50_000 + i))
-            outcomes.append("ok")
-        except LogUnavailable as exc:
-            outcomes.append(str(exc))
-
-    with pytest.raises(BaseExceptionGroup) as info:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(log.run)
-            for i in range(5):
-                nursery.start_soon(submit, i)
-    assert info.group_contains(OSError)
+    outcomes = await run_until_storage_fails(log, 50_000)
     assert outcomes and all("No space left" in o for o in outcomes)
     with pytest.raises(LogUnavailable):
         await log.submit(fake_submission(1))
