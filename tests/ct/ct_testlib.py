@@ -66,6 +66,13 @@ async def fill(log: CTLog, start: int, count: int, concurrency: int = 50) -> Non
             nursery.start_soon(worker, k)
 
 
+async def build_log(path: Path, signer: SoftwareSigner, n: int) -> bytes:
+    """A closed log of `n` fake entries at `path`; its root."""
+    async with running_log(path, signer) as log:
+        await fill(log, 0, n)
+        return log.root
+
+
 async def run_until_storage_fails(log: CTLog, first: int, count: int = 5) -> list[str]:
     """Run `log` with `count` submissions (entries `first`...) until its storage fails
     and stops it; each submission's outcome: "ok" or its LogUnavailable message."""

@@ -9,6 +9,7 @@ import pytest
 import trio
 from ct_testlib import (
     ORIGIN,
+    build_log,
     fake_submission,
     fill,
     new_signer,
@@ -30,17 +31,11 @@ def signer() -> SoftwareSigner:
     return new_signer()
 
 
-async def _build(path: Path, signer: SoftwareSigner, n: int) -> bytes:
-    async with running_log(path, signer) as log:
-        await fill(log, 0, n)
-        return log.root
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, signer: SoftwareSigner) -> tuple[Path, bytes]:
     """A closed log of 600 entries: full and partial tiles on two levels."""
     path = tmp_path_factory.mktemp("built") / "log"
-    root = trio.run(_build, path, signer, 600)
+    root = trio.run(build_log, path, signer, 600)
     return path, root
 
 
