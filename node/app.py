@@ -483,7 +483,7 @@ class NodeApp:
             self.log.warning("app.refused_on_commit", op=oid.hex()[:16], reason=reason)
         # The block is final: the final certificates of the requests this node issues
         # are signed now, while the block is recorded and its entries go into the CT
-        # store (`issue` answers only once both hold them durably).
+        # store (`issue` answers only once that store holds them durably).
         for e in applied.entries:
             pending = self._pending.get(e.op_id)
             if pending is not None:
