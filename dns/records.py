@@ -19,7 +19,9 @@ array mapped tries (`immutables.Map`).  A batch edits them through
 changes and shares the rest with the previous snapshot; nodes a snapshot can
 see are never written again, so a snapshot a reader holds (another thread
 answering a query) never changes under it, and a failed batch simply drops its
-unfinished mutations.
+unfinished mutations.  Maps keyed by domain names hash `name_key(name)`, not the
+name: dnspython hashes a name as h = 9h + octet, so "a9" and "b0" collide, and
+whoever chooses certificate names could pile them into one bucket.
 
 What is published, so that every validator answers the same:
 
@@ -40,8 +42,9 @@ would not be a wildcard (RFC 4592 section 2.1.1) and would match nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar, overload
 
 import dns.exception
 import dns.name
@@ -63,6 +66,80 @@ _CAA_TAG = re.compile(r"[A-Za-z0-9]{1,15}")
 
 class RecordError(ValueError):
     """A change batch is invalid; nothing of it was applied."""
+
+
+V = TypeVar("V")
+D = TypeVar("D")
+
+
+def name_key(name: dns.name.Name) -> bytes:
+    """`name`'s labels, lowercased (ASCII, as DNS compares names) and length-prefixed:
+    equal for names dnspython calls equal, hashed by Python's keyed bytes hash."""
+    return b"".join(bytes((len(label),)) + label.lower() for label in name.labels)
+
+
+class NameMap(Mapping[dns.name.Name, V]):
+    """An immutable map from domain names (compared case-insensitively) to values,
+    persistent: `mutate` edits a copy that shares all it does not touch."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self, items: immutables.Map[bytes, tuple[dns.name.Name, V]] | None = None):
+        self._map: immutables.Map[bytes, tuple[dns.name.Name, V]] = (
+            immutables.Map() if items is None else items
+        )
+
+    def __getitem__(self, name: dns.name.Name) -> V:
+        return self._map[name_key(name)][1]
+
+    @overload
+    def get(self, name: dns.name.Name, /) -> V | None: ...
+    @overload
+    def get(self, name: dns.name.Name, /, default: V | D) -> V | D: ...
+    def get(self, name: dns.name.Name, /, default: object = None) -> object:
+        found = self._map.get(name_key(name))
+        return default if found is None else found[1]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, dns.name.Name) and name_key(name) in self._map
+
+    def __iter__(self) -> Iterator[dns.name.Name]:
+        return (name for name, _ in self._map.values())
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def mutate(self) -> NameMapMutation[V]:
+        return NameMapMutation(self._map.mutate())
+
+
+class NameMapMutation(Generic[V]):
+    """The edits of one batch to a `NameMap`; `finish` makes the next map."""
+
+    __slots__ = ("_edits",)
+
+    def __init__(self, edits: immutables.MapMutation[bytes, tuple[dns.name.Name, V]]) -> None:
+        self._edits = edits
+
+    @overload
+    def get(self, name: dns.name.Name, /) -> V | None: ...
+    @overload
+    def get(self, name: dns.name.Name, /, default: V | D) -> V | D: ...
+    def get(self, name: dns.name.Name, /, default: object = None) -> object:
+        found = self._edits.get(name_key(name))
+        return default if found is None else found[1]
+
+    def __getitem__(self, name: dns.name.Name) -> V:
+        return self._edits[name_key(name)][1]
+
+    def __setitem__(self, name: dns.name.Name, value: V) -> None:
+        self._edits[name_key(name)] = (name, value)
+
+    def __delitem__(self, name: dns.name.Name) -> None:
+        del self._edits[name_key(name)]
+
+    def finish(self) -> NameMap[V]:
+        return NameMap(self._edits.finish())
 
 
 # --- changes (what consensus commits) ----------------------------------------------------
@@ -165,29 +242,21 @@ class PublishedRecords:
     """The replicated state's version (e.g. its height) this snapshot reflects."""
     ttl: int
     """TTL of the published records."""
-    nodes: immutables.Map[dns.name.Name, Node]
+    nodes: NameMap[Node]
     """Owner name to its published RRsets (TLSA, CAA)."""
-    empty_non_terminals: immutables.Map[dns.name.Name, int]
+    empty_non_terminals: NameMap[int]
     """Names without published data above published owners (RFC 8020), with the
     number of published owners beneath each (so removal knows when they go)."""
     certificates: immutables.Map[str, _Certificate]
     """Live certificates by id."""
-    tlsa: immutables.Map[dns.name.Name, Mapping[bytes, int]]
+    tlsa: NameMap[Mapping[bytes, int]]
     """TLSA owner to digest to the number of live certificates that publish it."""
 
     @classmethod
     def empty(cls, origins: Iterable[dns.name.Name], *, ttl: int = 300) -> PublishedRecords:
         if not 0 <= ttl <= MAX_TTL:
             raise RecordError(f"ttl {ttl} is out of range 0..{MAX_TTL}")
-        return cls(
-            tuple(origins),
-            0,
-            ttl,
-            immutables.Map(),
-            immutables.Map(),
-            immutables.Map(),
-            immutables.Map(),
-        )
+        return cls(tuple(origins), 0, ttl, NameMap(), NameMap(), immutables.Map(), NameMap())
 
     def serial(self, configured: int) -> int:
         """The SOA serial to publish for a zone configured with `configured` (RFC 1982)."""
@@ -317,8 +386,8 @@ class _Builder:
         base = self.base
         nodes = base.nodes.mutate()
         ents = base.empty_non_terminals.mutate()
-        # One lookup per map and owner where one does: hashing a dns.name.Name runs
-        # Python code over every octet, and this loop is what a batch costs.
+        # One lookup per map and owner where one does: keying a name runs Python
+        # code over its labels, and this loop is what a batch costs.
         for owner in self.touched:
             old = base.nodes.get(owner)
             # A fresh dict: the old one belongs to `base` and may be in a reader's hands.
@@ -352,7 +421,7 @@ class _Builder:
 
 
 def _count_ancestors(
-    ents: immutables.MapMutation[dns.name.Name, int],
+    ents: NameMapMutation[int],
     owner: dns.name.Name,
     origin: dns.name.Name | None,
     delta: int,

@@ -27,8 +27,10 @@ from trustchain.dns.records import (
     CertificateIssued,
     CertificateRevoked,
     Change,
+    NameMap,
     PublishedRecords,
     RecordError,
+    name_key,
 )
 from trustchain.dns.zones import default_zone
 
@@ -228,3 +230,44 @@ def test_held_view_answers_stay_those_of_its_snapshot_over_dns() -> None:
     second = dns.message.from_wire(authority.respond(message, wire))
     assert not first.answer and second.answer
     assert not answer(old_view, message).answer
+
+
+def test_names_dnspython_hashes_alike_are_kept_apart_and_answered() -> None:
+    """dnspython hashes a name as h = 9h + octet: "a9" and "b0" collide.  The published
+    maps key names by `name_key`, so a requester choosing such names fills no bucket."""
+    a9 = name("_443._tcp.a9.trust.hypermesh.online.")
+    b0 = name("_443._tcp.b0.trust.hypermesh.online.")
+    assert hash(a9) == hash(b0) and a9 != b0  # the weakness, as dnspython has it
+    assert name_key(a9) != name_key(b0)
+    # 128 names with one dnspython hash (each pair "a9" or "b0"): every one is kept.
+    colliding = ["".join(("a9", "b0")[(i >> k) & 1] for k in range(7)) for i in range(128)]
+    assert len({hash(name(f"{h}.trust.hypermesh.online.")) for h in colliding}) == 1
+    keys = {name_key(name(f"_443._tcp.{h}.trust.hypermesh.online.")) for h in colliding}
+    assert len({hash(k) for k in keys}) == len(colliding)  # what the maps hash instead
+    authority = Authority([default_zone()])
+    authority.apply([issued(i + 1, h, key=h) for i, h in enumerate(colliding)], version=1)
+    published = authority.published
+    assert len(published.tlsa) == len(colliding)
+    for h in colliding:
+        owner = name(f"_443._tcp.{h.upper()}.Trust.Hypermesh.Online.")  # any case, as DNS
+        assert owner in published.nodes
+        assert dict(published.tlsa[owner]) == {hashlib.sha256(h.encode()).digest(): 1}
+        reply = answer(authority.view, query(str(owner), "TLSA"))
+        assert reply.rcode() == 0 and len(reply.answer) == 1
+
+
+def test_a_name_map_is_case_insensitive_and_persistent() -> None:
+    empty: NameMap[int] = NameMap()
+    edits = empty.mutate()
+    edits[name("A.example.")] = 1
+    edits[name("b.example.")] = 2
+    first = edits.finish()
+    more = first.mutate()
+    del more[name("a.EXAMPLE.")]
+    second = more.finish()
+    assert dict(first.items()) == {name("a.example."): 1, name("b.example."): 2}
+    assert dict(second.items()) == {name("b.example."): 2}
+    assert name("a.example.") in first and name("a.example.") not in second
+    assert first.get(name("c.example."), 0) == 0 and len(empty) == 0
+    with pytest.raises(KeyError):
+        second[name("a.example.")]
