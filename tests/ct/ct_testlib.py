@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -71,6 +72,13 @@ async def build_log(path: Path, signer: SoftwareSigner, n: int) -> bytes:
     async with running_log(path, signer) as log:
         await fill(log, 0, n)
         return log.root
+
+
+def copy_log(built: tuple[Path, bytes], tmp_path: Path) -> Path:
+    """A copy of a module's built log (`build_log`) for one test to change."""
+    dst = tmp_path / "log"
+    shutil.copytree(built[0], dst)
+    return dst
 
 
 async def run_until_storage_fails(log: CTLog, first: int, count: int = 5) -> list[str]:

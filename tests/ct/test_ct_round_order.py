@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import trio.testing
 from ct_testlib import (
     ORIGIN,
     build_log,
+    copy_log,
     fake_submission,
     fill,
     new_signer,
@@ -52,12 +52,6 @@ def built(tmp_path_factory: pytest.TempPathFactory, signer: SoftwareSigner) -> t
     """A closed log of 250 entries: the next rounds cross a tile boundary."""
     path = tmp_path_factory.mktemp("order") / "log"
     return path, trio.run(build_log, path, signer, 250)
-
-
-def _copy(built: tuple[Path, bytes], tmp_path: Path) -> Path:
-    dst = tmp_path / "log"
-    shutil.copytree(built[0], dst)
-    return dst
 
 
 class _Recorder:
@@ -99,7 +93,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Recorder]:
 async def test_checkpoint_is_renamed_only_after_every_tile_and_directory_is_synced(
     built: tuple[Path, bytes], tmp_path: Path, signer: SoftwareSigner, recorder: _Recorder
 ) -> None:
-    path = _copy(built, tmp_path).resolve()
+    path = copy_log(built, tmp_path).resolve()
     checkpoint = str(path / "checkpoint")
     async with running_log(path, signer) as log:
         # Rounds that complete tile 0 (new full tiles, a new 001.p directory).
@@ -145,7 +139,7 @@ async def test_crash_after_tile_sync_and_staged_checkpoint_reopens_at_the_old_ch
     renamed but not yet synced, torn), the index took the round, the signed
     checkpoint sits under its temporary name.  The store reopens at the old
     checkpoint and the round's entries are sequenced again when resubmitted."""
-    path = _copy(built, tmp_path)
+    path = copy_log(built, tmp_path)
     verifier = RFC6962NoteVerifier(ORIGIN, signer.public_key())
     store = open_store(path, verifier)
     core = Sequencer(store.edge, store.timestamp, interval=0.0)
@@ -184,7 +178,7 @@ async def test_crash_after_tile_sync_and_staged_checkpoint_reopens_at_the_old_ch
 async def test_duplicate_of_an_entry_indexed_but_not_yet_published_waits_for_the_round(
     built: tuple[Path, bytes], tmp_path: Path, signer: SoftwareSigner
 ) -> None:
-    path = _copy(built, tmp_path)
+    path = copy_log(built, tmp_path)
     log = await CTLog.open(path, signer, ORIGIN, None, LogParams(interval=0.0))
     real_publish = log._files.publish_checkpoint
     entered, gate = threading.Event(), threading.Event()
@@ -234,7 +228,7 @@ async def test_duplicate_of_an_entry_indexed_but_not_yet_published_waits_for_the
 async def test_failed_commit_writes_no_checkpoint_and_forgets_the_indexed_round(
     built: tuple[Path, bytes], tmp_path: Path, signer: SoftwareSigner
 ) -> None:
-    path = _copy(built, tmp_path)
+    path = copy_log(built, tmp_path)
     log = await CTLog.open(path, signer, ORIGIN, None, LogParams(interval=0.0))
     before = (path / "checkpoint").read_bytes()
 

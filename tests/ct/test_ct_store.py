@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import trio
 from ct_testlib import (
     ORIGIN,
     build_log,
+    copy_log,
     fake_submission,
     fill,
     new_signer,
@@ -39,16 +39,10 @@ def built(tmp_path_factory: pytest.TempPathFactory, signer: SoftwareSigner) -> t
     return path, root
 
 
-def _copy(built: tuple[Path, bytes], tmp_path: Path) -> Path:
-    dst = tmp_path / "log"
-    shutil.copytree(built[0], dst)
-    return dst
-
-
 async def test_entries_survive_reopen_with_proofs(
     built: tuple[Path, bytes], tmp_path: Path, signer: SoftwareSigner
 ) -> None:
-    path = _copy(built, tmp_path)
+    path = copy_log(built, tmp_path)
     async with running_log(path, signer, check="full") as log:
         assert log.size == 600 and log.root == built[1]
         # The checkpoint on disk is the one the log serves, and verifies.
@@ -89,7 +83,7 @@ async def test_entries_survive_reopen_with_proofs(
 async def test_second_process_is_locked_out(
     built: tuple[Path, bytes], tmp_path: Path, signer: SoftwareSigner
 ) -> None:
-    path = _copy(built, tmp_path)
+    path = copy_log(built, tmp_path)
     verifier = RFC6962NoteVerifier(ORIGIN, signer.public_key())
     first = open_store(path, verifier)
     try:
@@ -118,7 +112,7 @@ def _damage_cases() -> list[tuple[str, str]]:
 async def test_damage_is_detected_at_start(
     built: tuple[Path, bytes], tmp_path: Path, signer: SoftwareSigner, damage: str, message: str
 ) -> None:
-    path = _copy(built, tmp_path)
+    path = copy_log(built, tmp_path)
     how, name = damage.split(":")
     target = path / name
     data = target.read_bytes()
@@ -136,7 +130,7 @@ async def test_damage_is_detected_at_start(
 async def test_damaged_old_data_tile_is_found_by_full_check_and_never_served(
     built: tuple[Path, bytes], tmp_path: Path, signer: SoftwareSigner
 ) -> None:
-    path = _copy(built, tmp_path)
+    path = copy_log(built, tmp_path)
     target = path / "tile/data/000"
     data = bytearray(target.read_bytes())
     data[100] ^= 0x01
@@ -155,7 +149,7 @@ async def test_damaged_old_data_tile_is_found_by_full_check_and_never_served(
 async def test_wrong_key_or_origin_is_refused(
     built: tuple[Path, bytes], tmp_path: Path, signer: SoftwareSigner
 ) -> None:
-    path = _copy(built, tmp_path)
+    path = copy_log(built, tmp_path)
     with pytest.raises(StoreCorrupt, match="wrong --log-key"):
         await CTLog.open(path, new_signer(), ORIGIN)
     with pytest.raises(StoreCorrupt, match="wrong --log-key"):
@@ -166,7 +160,7 @@ async def test_unpublished_round_is_rolled_back(
     built: tuple[Path, bytes], tmp_path: Path, signer: SoftwareSigner
 ) -> None:
     """Tiles written by a round that crashed before its checkpoint are removed."""
-    path = _copy(built, tmp_path)
+    path = copy_log(built, tmp_path)
     verifier = RFC6962NoteVerifier(ORIGIN, signer.public_key())
     store = open_store(path, verifier)
     core = Sequencer(store.edge, store.timestamp, interval=0.0)
@@ -189,7 +183,7 @@ async def test_unpublished_round_is_rolled_back(
 async def test_lost_or_damaged_index_is_rebuilt(
     built: tuple[Path, bytes], tmp_path: Path, signer: SoftwareSigner
 ) -> None:
-    path = _copy(built, tmp_path)
+    path = copy_log(built, tmp_path)
     (path / "index.db").write_bytes(b"this is not a database" * 100)
     for extra in ("index.db-wal", "index.db-shm"):
         (path / extra).unlink(missing_ok=True)
@@ -245,7 +239,7 @@ async def test_storage_failure_stops_the_sequencer_and_loses_nothing(
 
     from trustchain.ct.service import LogUnavailable
 
-    path = _copy(built, tmp_path)
+    path = copy_log(built, tmp_path)
     log = await CTLog.open(path, signer, ORIGIN, None, LogParams(interval=0.0))
     real_write = log._files.write
 
