@@ -19,10 +19,11 @@ application, closing) call `QuicLink.wake()` so the link transmits.
 
 Connection limits (RFC 9250 section 5.5.2 points at RFC 7766 section 6.2.2):
 a client address may hold `DoqSettings.max_connections_per_address`
-established connections; the next one completes its handshake and is closed
-with DOQ_EXCESSIVE_LOAD, so the client learns why.  Past that, and past
-`max_connections` in total, new connections are not even answered
-(node/quic.py drops their Initial packets), which costs us nothing.
+established connections (one that is closing no longer counts); the next one
+completes its handshake and is closed with DOQ_EXCESSIVE_LOAD, so the client
+learns why.  Past that, and past `max_connections` in total, new connections
+are not even answered (node/quic.py drops their Initial packets), which costs
+us nothing.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ class DoqServer:
             session_ticket_handler=tickets.add if resumption else None,
         )
         # Owned by this server's tasks (one trio thread).
-        self._established: dict[str, int] = {}
+        self._established: dict[str, set[_ServerLink]] = {}
         self._handlers: set[_ServerLink] = set()
         self._timed: set[_ServerLink] = set()
 
@@ -211,6 +212,19 @@ class DoqServer:
     @property
     def connections(self) -> int:
         return len(self._quic.links)
+
+    def established(self, host: str) -> int:
+        """Connections from `host` that count against its per-address limit: admitted
+        and not closing.  A connection either side has closed frees its slot at
+        once, not after the 3 PTOs of its closing or draining period."""
+        links = self._established.get(host)
+        if links is None:
+            return 0
+        for handler in [h for h in links if h.link.closing]:
+            links.discard(handler)
+        if not links:
+            del self._established[host]
+        return len(links)
 
     async def serve(
         self, listen: Address, *, task_status: trio.TaskStatus[quic.Addr] = trio.TASK_STATUS_IGNORED
@@ -269,7 +283,6 @@ class _ServerLink:
         self.server = server
         self.link = link
         self.core = DoqServerProtocol(server.settings.limits, server.parser)
-        self.counted = False
         self.remote = f"[{link.remote[0]}]:{link.remote[1]}"
 
     def quic_event(self, link: quic.QuicLink, event: quic_events.QuicEvent) -> None:
@@ -282,11 +295,11 @@ class _ServerLink:
     def link_closed(self, link: quic.QuicLink) -> None:
         self.server._timed.discard(self)
         self.server._handlers.discard(self)
-        if self.counted:
-            host = link.remote[0]
-            self.server._established[host] -= 1
-            if not self.server._established[host]:
-                del self.server._established[host]
+        links = self.server._established.get(link.remote[0])
+        if links is not None:
+            links.discard(self)
+            if not links:
+                del self.server._established[link.remote[0]]
         reason = link.close_reason
         self.server.log.debug(
             "dns.connection_closed",
@@ -301,7 +314,7 @@ class _ServerLink:
         host = self.link.remote[0]
         if event.session_resumed:
             server.stats.resumed += 1
-        if server._established.get(host, 0) >= server.settings.max_connections_per_address:
+        if server.established(host) >= server.settings.max_connections_per_address:
             server.stats.refused += 1
             server.log.info("dns.connection_refused", remote=self.remote, why="per-address limit")
             self.carry_out(
@@ -312,8 +325,7 @@ class _ServerLink:
                 )
             )
             return
-        server._established[host] = server._established.get(host, 0) + 1
-        self.counted = True
+        server._established.setdefault(host, set()).add(self)
         server.stats.connections += 1
 
     def carry_out(self, output: Output) -> None:

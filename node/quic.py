@@ -180,6 +180,14 @@ class QuicLink:
         self.after_input: Callable[[], None] | None = None
         """Called by the link's task after each batch of datagrams and timer events."""
 
+    @property
+    def closing(self) -> bool:
+        """Closed, or on its way: either side sent CONNECTION_CLOSE or the idle
+        timer fired.  aioquic reports ConnectionTerminated (and the link closes)
+        only after the closing or draining period of 3 PTOs (RFC 9000 section
+        10.2), but nothing but that close can happen on it any more."""
+        return self.close_reason is not None or self.quic._close_event is not None
+
     def wake(self) -> None:
         """Make the loop transmit what the QuicConnection API calls queued."""
         self._written = True

@@ -211,10 +211,19 @@ class RawClient:
         return stream_id
 
     async def response(self, stream_id: int) -> dns.message.Message:
-        await self.stream_done(stream_id).wait()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._fail_if_closed, stream_id)
+            with trio.fail_after(10):
+                await self.stream_done(stream_id).wait()
+            nursery.cancel_scope.cancel()
         body = bytes(self.data[stream_id])
         assert int.from_bytes(body[:2], "big") == len(body) - 2, "one framed message"
         return dns.message.from_wire(body[2:])
+
+    async def _fail_if_closed(self, stream_id: int) -> None:
+        await self.closed.wait()
+        if not self.stream_done(stream_id).is_set():
+            raise AssertionError(f"closed before an answer on {stream_id}: {self.terminated}")
 
     async def wait_closed(self) -> events.ConnectionTerminated:
         with trio.fail_after(10):
