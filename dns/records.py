@@ -78,68 +78,67 @@ def name_key(name: dns.name.Name) -> bytes:
     return b"".join(bytes((len(label),)) + label.lower() for label in name.labels)
 
 
-class NameMap(Mapping[dns.name.Name, V]):
+class _ByName(Generic[V]):
+    """Lookups by domain name in `_entries` (name key -> (name, value))."""
+
+    __slots__ = ()
+    _entries: (
+        immutables.Map[bytes, tuple[dns.name.Name, V]]
+        | immutables.MapMutation[bytes, tuple[dns.name.Name, V]]
+    )
+
+    def __getitem__(self, name: dns.name.Name) -> V:
+        return self._entries[name_key(name)][1]
+
+    @overload
+    def get(self, name: dns.name.Name, /) -> V | None: ...
+    @overload
+    def get(self, name: dns.name.Name, /, default: V | D) -> V | D: ...
+    def get(self, name: dns.name.Name, /, default: object = None) -> object:
+        found = self._entries.get(name_key(name))
+        return default if found is None else found[1]
+
+
+class NameMap(_ByName[V], Mapping[dns.name.Name, V]):
     """An immutable map from domain names (compared case-insensitively) to values,
     persistent: `mutate` edits a copy that shares all it does not touch."""
 
-    __slots__ = ("_map",)
+    __slots__ = ("_entries",)
+    _entries: immutables.Map[bytes, tuple[dns.name.Name, V]]
 
     def __init__(self, items: immutables.Map[bytes, tuple[dns.name.Name, V]] | None = None):
-        self._map: immutables.Map[bytes, tuple[dns.name.Name, V]] = (
-            immutables.Map() if items is None else items
-        )
-
-    def __getitem__(self, name: dns.name.Name) -> V:
-        return self._map[name_key(name)][1]
-
-    @overload
-    def get(self, name: dns.name.Name, /) -> V | None: ...
-    @overload
-    def get(self, name: dns.name.Name, /, default: V | D) -> V | D: ...
-    def get(self, name: dns.name.Name, /, default: object = None) -> object:
-        found = self._map.get(name_key(name))
-        return default if found is None else found[1]
+        self._entries = immutables.Map() if items is None else items
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, dns.name.Name) and name_key(name) in self._map
+        return isinstance(name, dns.name.Name) and name_key(name) in self._entries
 
     def __iter__(self) -> Iterator[dns.name.Name]:
-        return (name for name, _ in self._map.values())
+        return (name for name, _ in self._entries.values())
 
     def __len__(self) -> int:
-        return len(self._map)
+        return len(self._entries)
 
     def mutate(self) -> NameMapMutation[V]:
-        return NameMapMutation(self._map.mutate())
+        return NameMapMutation(self._entries.mutate())
 
 
-class NameMapMutation(Generic[V]):
+class NameMapMutation(_ByName[V]):
     """The edits of one batch to a `NameMap`; `finish` makes the next map."""
 
-    __slots__ = ("_edits",)
+    __slots__ = ("_entries",)
+    _entries: immutables.MapMutation[bytes, tuple[dns.name.Name, V]]
 
     def __init__(self, edits: immutables.MapMutation[bytes, tuple[dns.name.Name, V]]) -> None:
-        self._edits = edits
-
-    @overload
-    def get(self, name: dns.name.Name, /) -> V | None: ...
-    @overload
-    def get(self, name: dns.name.Name, /, default: V | D) -> V | D: ...
-    def get(self, name: dns.name.Name, /, default: object = None) -> object:
-        found = self._edits.get(name_key(name))
-        return default if found is None else found[1]
-
-    def __getitem__(self, name: dns.name.Name) -> V:
-        return self._edits[name_key(name)][1]
+        self._entries = edits
 
     def __setitem__(self, name: dns.name.Name, value: V) -> None:
-        self._edits[name_key(name)] = (name, value)
+        self._entries[name_key(name)] = (name, value)
 
     def __delitem__(self, name: dns.name.Name) -> None:
-        del self._edits[name_key(name)]
+        del self._entries[name_key(name)]
 
     def finish(self) -> NameMap[V]:
-        return NameMap(self._edits.finish())
+        return NameMap(self._entries.finish())
 
 
 # --- changes (what consensus commits) ----------------------------------------------------
