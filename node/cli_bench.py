@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 def _benches() -> list[_Register]:
     # Imported here so that `trustchain --help` does not pay for every benchmark.
     from trustchain.node import (
+        bench_apply,
         bench_archive,
         bench_ca,
         bench_consensus,
@@ -35,6 +36,7 @@ def _benches() -> list[_Register]:
         bench_dns.register,
         bench_issue.register,
         bench_archive.register,
+        bench_apply.register,
     ]
 
 
