@@ -24,6 +24,8 @@ def test_bench_ca_prints_every_figure() -> None:
             "0.2",
             "--in-flight",
             "4",
+            "--requests",
+            "20",
         ],
         capture_output=True,
         text=True,
@@ -42,3 +44,23 @@ def test_bench_ca_prints_every_figure() -> None:
     assert floor is not None, out
     each, signatures = (int(g.replace(",", "")) for g in floor.groups())
     assert 0 < signatures <= each * 1.5  # the floor is part of the whole (timing noise aside)
+    check = re.search(
+        r"validator request check: ([\d,]+) us per request \(cryptography alone ([\d,]+) us", out
+    )
+    assert check is not None, out
+    each, signatures = (int(g.replace(",", "")) for g in check.groups())
+    assert 0 < signatures <= each * 1.5
+
+
+@pytest.mark.slow
+def test_bench_ca_validator_check_only() -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "trustchain.node.cli", "bench", "ca",
+            "--validator-check-only", "--requests", "10",
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "validator request check:" in result.stdout
+    assert "final certificates" not in result.stdout
