@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trustchain.ct import _tls, merkle
 from trustchain.ct._tls import DecodeError, Reader
@@ -224,7 +224,10 @@ class TileTree:
 class TreeEdge:
     """The partial tiles along the right edge of a tree; enough to append and to hash.
 
-    Owned by one sequencer; copies are taken for a round in flight.
+    Owned by one sequencer; copies are taken for a round in flight.  ``partial``
+    and ``data`` are changed only by ``append``: the edge keeps, beside each
+    partial row, the roots of its perfect subtrees (what ``root`` folds), updated
+    as hashes are appended instead of re-hashing the row at every ``root``.
     """
 
     size: int
@@ -233,6 +236,12 @@ class TreeEdge:
     """partial[L]: the hashes of the rightmost, incomplete level-L tile (may be empty)."""
     data: list[bytes]
     """Encoded TileLeafs of the rightmost, incomplete data tile."""
+    _peaks: list[list[bytes]] = field(init=False, repr=False, compare=False)
+    """_peaks[L]: the roots of the perfect subtrees of partial[L], one per set bit of
+    its width, largest (leftmost) first (RFC 6962 section 2.1: MTH of the row)."""
+
+    def __post_init__(self) -> None:
+        self._peaks = [_row_peaks(row) for row in self.partial]
 
     @classmethod
     def empty(cls) -> TreeEdge:
@@ -262,7 +271,12 @@ class TreeEdge:
         return cls(size, partial, data)
 
     def copy(self) -> TreeEdge:
-        return TreeEdge(self.size, [list(p) for p in self.partial], list(self.data))
+        other = TreeEdge.__new__(TreeEdge)
+        other.size = self.size
+        other.partial = [list(p) for p in self.partial]
+        other.data = list(self.data)
+        other._peaks = [list(p) for p in self._peaks]
+        return other
 
     def root(self) -> bytes:
         """MTH of the whole tree, from the edge alone (RFC 6962 section 2.1)."""
@@ -270,15 +284,8 @@ class TreeEdge:
             return merkle.EMPTY_ROOT
         # The tree is the perfect subtrees of size's binary expansion, largest
         # (leftmost) first; inside level L's partial tile they are the bits of its
-        # width.  MTH folds them from the right.
-        parts: list[bytes] = []
-        for level in reversed(range(len(self.partial))):
-            hashes = self.partial[level]
-            pos = 0
-            for bit in reversed(range(TILE_HEIGHT)):
-                if len(hashes) >> bit & 1:
-                    parts.append(merkle.root_of(hashes[pos : pos + (1 << bit)]))
-                    pos += 1 << bit
+        # width (the row's peaks).  MTH folds them from the right.
+        parts = [h for level in reversed(range(len(self._peaks))) for h in self._peaks[level]]
         acc = parts[-1]
         for h in reversed(parts[:-1]):
             acc = merkle.node_hash(h, acc)
@@ -314,15 +321,19 @@ class TreeEdge:
             while True:
                 if level == len(self.partial):
                     self.partial.append([])
+                    self._peaks.append([])
                 row = self.partial[level]
+                _push_peak(self._peaks[level], len(row), carry)
                 row.append(carry)
                 touched.add(level)
                 if len(row) < TILE_WIDTH:
                     break
                 tile_index = ((self.size - 1) >> (TILE_HEIGHT * level)) >> TILE_HEIGHT
                 writes.append((TileID(level, tile_index, TILE_WIDTH), b"".join(row)))
-                carry = merkle.root_of(row)
+                # A full row has one peak: its root, which goes up a level.
+                (carry,) = self._peaks[level]
                 self.partial[level] = []
+                self._peaks[level] = []
                 level += 1
         for level in sorted(touched):
             row = self.partial[level]
@@ -346,3 +357,19 @@ class TreeEdge:
                 if (lv, index) in completed:
                     superseded.extend(TileID(lv, index, w) for w in range(1, TILE_WIDTH))
         return writes, superseded
+
+
+def _push_peak(peaks: list[bytes], width: int, h: bytes) -> None:
+    """Append hash ``h`` to a row of ``width`` hashes whose perfect-subtree roots are
+    ``peaks``: each trailing set bit of ``width`` merges a peak with the new one."""
+    while width & 1:
+        h = merkle.node_hash(peaks.pop(), h)
+        width >>= 1
+    peaks.append(h)
+
+
+def _row_peaks(row: Sequence[bytes]) -> list[bytes]:
+    peaks: list[bytes] = []
+    for width, h in enumerate(row):
+        _push_peak(peaks, width, h)
+    return peaks
