@@ -75,6 +75,29 @@ class TBSCertificate:
     """v3 extensions in the order they are encoded."""
 
     def encode(self) -> bytes:
+        fields, extensions = self._encoded()
+        if extensions:
+            fields.append(der.explicit(3, der.seq(*extensions)))
+        return der.seq(*fields)
+
+    def encode_precertificate(self) -> tuple[bytes, bytes]:
+        """(this TBS, the TBS without its last extension), each field encoded once.
+
+        A precertificate's last extension is the poison (``issuance.precertificate_tbs``)
+        and RFC 6962 section 3.2's precert_entry logs the TBS without it, which is
+        what ``ct.precert.precert_tbs`` cuts from the signed DER; building both
+        here spares a validator re-parsing the bytes it has just encoded.
+        """
+        fields, extensions = self._encoded()
+        if not extensions:
+            raise BuildError("a precertificate TBS must end with the poison extension")
+        signed = der.seq(*fields, der.explicit(3, der.seq(*extensions)))
+        # An empty Extensions SEQUENCE is not allowed (SIZE (1..MAX)); then no [3].
+        rest = [der.explicit(3, der.seq(*extensions[:-1]))] if len(extensions) > 1 else []
+        return signed, der.seq(*fields, *rest)
+
+    def _encoded(self) -> tuple[list[bytes], list[bytes]]:
+        """The encoded fields before [3] extensions, and the encoded extensions."""
         if not 0 < self.serial < 1 << MAX_SERIAL_BITS:
             raise BuildError("the serial number must be positive and at most 20 octets")
         if not self.not_before < self.not_after:
@@ -88,9 +111,7 @@ class TBSCertificate:
             self.subject,
             self.spki,
         ]
-        if self.extensions:
-            fields.append(der.explicit(3, der.seq(*encode_extensions(self.extensions))))
-        return der.seq(*fields)
+        return fields, encode_extensions(self.extensions) if self.extensions else []
 
 
 def assemble(tbs: bytes, scheme: SignatureScheme, signature: bytes) -> bytes:

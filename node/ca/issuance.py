@@ -26,8 +26,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from trustchain.ct.precert import final_certificate_tbs, precert_entry
+from trustchain.ct.precert import final_certificate_tbs
 from trustchain.ct.sct import (
+    EntryType,
     LogEntry,
     SCTError,
     SignedCertificateTimestamp,
@@ -275,8 +276,19 @@ async def issue_precertificate(
     tbs = precertificate_tbs(issuer, request, policy)
     if tbs.serial in issued_serials:
         raise IssuanceError("serial", f"serial {tbs.serial:x} was already issued; draw a new nonce")
-    der = await certbuild.sign_certificate(signer, tbs)
-    return Precertificate(der, tbs.serial, issuer, precert_entry([der, issuer.der], psc=False))
+    signed, logged = tbs.encode_precertificate()
+    der = await certbuild.sign_tbs_bytes(signer, signed, tbs.scheme)
+    return Precertificate(der, tbs.serial, issuer, _precert_entry(issuer, logged))
+
+
+def _precert_entry(issuer: CACertificate, logged_tbs: bytes) -> LogEntry:
+    """RFC 6962 section 3.2 precert_entry for a precertificate ``issuer`` signed directly.
+
+    ``logged_tbs`` is the TBS without the poison, from ``encode_precertificate``;
+    it equals what ``ct.precert.precert_entry`` cuts from the signed DER (tests
+    compare the two), without parsing that DER again.
+    """
+    return LogEntry(EntryType.PRECERT, logged_tbs, issuer.issuer_key_hash)
 
 
 def check_precertificate(
@@ -287,7 +299,8 @@ def check_precertificate(
     Rebuilds the TBS from the request and compares bytes, then checks the
     intermediate's signature.  Raises IssuanceError("precertificate", ...).
     """
-    expected = precertificate_tbs(issuer, request, policy).encode()
+    built = precertificate_tbs(issuer, request, policy)
+    expected, logged = built.encode_precertificate()
     try:
         tbs, algorithm, signature = certbuild.certificate_parts(precert_der)
     except BuildError as exc:
@@ -298,14 +311,13 @@ def check_precertificate(
         sig = der.bit_string_value(signature)
     except der.DERError as exc:
         raise IssuanceError("precertificate", f"malformed signature ({exc})") from None
+    # RFC 6962 section 3.1: a log checks the signature on what it logs.
     if algorithm != issuer.scheme.algorithm_identifier or not verify(
         issuer.public_key(), issuer.scheme, sig, tbs
     ):
         raise IssuanceError("precertificate", "the intermediate's signature does not verify")
-    serial = serial_number(issuer.key_id, request.nonce)
-    return Precertificate(
-        precert_der, serial, issuer, precert_entry([precert_der, issuer.der], psc=False)
-    )
+    # The signed TBS is byte for byte ``expected``, so the logged TBS is ``logged``.
+    return Precertificate(precert_der, built.serial, issuer, _precert_entry(issuer, logged))
 
 
 # --- step 4: the final certificate -----------------------------------------------
