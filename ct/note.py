@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -53,9 +55,17 @@ class UnverifiedNoteError(NoteError):
         self.note = note
 
 
+@functools.lru_cache(maxsize=256)
 def is_valid_name(name: str) -> bool:
-    """Key names are non-empty, without Unicode spaces or '+' (signed-note, "Format")."""
+    """Key names are non-empty, without Unicode spaces or '+' (signed-note, "Format").
+
+    Cached: every signature line of every note names one of a few keys.
+    """
     return bool(name) and "+" not in name and not any(c.isspace() for c in name)
+
+
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f]")
+"""Control characters other than newline, which no note may contain (signed-note)."""
 
 
 def key_id(name: str, key: bytes) -> int:
@@ -121,7 +131,7 @@ def parse_note(data: bytes | str) -> Note:
             raise NoteError("malformed note: not UTF-8") from None
     else:
         msg = data
-    if any(c < " " and c != "\n" for c in msg):
+    if _CONTROL.search(msg):
         raise NoteError("malformed note: control character")
     split = msg.rfind("\n\n")
     if split < 0:
@@ -223,7 +233,7 @@ async def sign_note(
     """Sign ``text``; keep ``existing`` signatures except those the new signers replace."""
     if not text.endswith("\n"):
         raise NoteError("note text must end with a newline")
-    if any(c < " " and c != "\n" for c in text):
+    if _CONTROL.search(text):
         raise NoteError("note text contains a control character")
     new = []
     for s in signers:
