@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -302,3 +302,167 @@ def open_checkpoint(
     sig = next(s for s in opened.verified if s.key_id == verifier.key_id)
     timestamp, ds = decode_rfc6962_signature(sig.signature)
     return cp, timestamp, ds
+
+
+# --- collecting cosignatures (sans-IO) ------------------------------------------------
+
+
+MAX_CANDIDATES = 4
+"""Unverified signature lines kept per voter key and checkpoint: a peer that sends
+junk under a validator's key costs at most this many verifications per checkpoint."""
+
+
+class _Gathering:
+    """The signatures offered for one checkpoint text; each verified at most once."""
+
+    def __init__(self, text: str, checkpoint: Checkpoint) -> None:
+        self.text = text
+        self.checkpoint = checkpoint
+        self.verified: dict[tuple[str, int], NoteSignature] = {}
+        """One verified signature per voter key, in the order they verified."""
+        self.candidates: dict[tuple[str, int], list[NoteSignature]] = {}
+        """Unverified signature lines by voter key (keys without a verified one only)."""
+        self.failed: set[tuple[str, int, bytes]] = set()
+        """Lines that did not verify: never tried again, never counted."""
+
+
+@dataclass(frozen=True)
+class Cosigned:
+    """A checkpoint that voters holding a quorum of the power signed."""
+
+    note: bytes
+    """The note: the checkpoint text and one verified signature per signing voter."""
+    cosigned: CosignedCheckpoint
+    """The checkpoint, its signers and their power."""
+
+
+class CosignatureCollector:
+    """Gathers validators' signatures over checkpoints until a quorum signed one (sans-IO).
+
+    ``add`` takes parsed notes as they arrive (a validator's own signature, its
+    peers' and re-broadcast cosigned notes).  Signatures over one checkpoint text
+    are merged as parsed lines; none is checked until the voters behind the lines
+    could make a quorum, and then each line is verified once: a line that does
+    not verify is dropped (it never counts, and never spoils the others), and a
+    voter with one verified signature needs no other.  The note that ``add``
+    returns holds only verified signatures, so ``verify_cosigned`` accepts it.
+
+    Only checkpoints larger than the last cosigned one are collected.  For one
+    size the first text seen is kept, unless another text is the tree the caller
+    committed (``add``'s ``size`` and ``root``), which then replaces it.  At most
+    ``max_pending`` sizes are held (the smallest kept).  A quorum is more than
+    ``threshold`` of the voters' power (as in ``verify_cosigned``) and, if given,
+    what ``quorum(power)`` also requires.  Owned by one thread.
+    """
+
+    def __init__(
+        self,
+        voters: Sequence[Voter],
+        origin: str,
+        threshold: Fraction = Fraction(2, 3),
+        *,
+        quorum: Callable[[int], bool] | None = None,
+        cosigned_size: int = -1,
+        max_pending: int = 256,
+    ) -> None:
+        if not voters or any(v.power <= 0 for v in voters):
+            raise ValueError("the voter set must be non-empty with positive powers")
+        if not 0 <= threshold < 1:
+            raise ValueError("threshold must be in [0, 1)")
+        self.origin = origin
+        self.threshold = threshold
+        self._also = quorum
+        self.cosigned_size = cosigned_size
+        """Size of the last checkpoint a quorum signed (-1: none yet)."""
+        self._max_pending = max_pending
+        self._by_key = {(v.verifier.name, v.verifier.key_id): v for v in voters}
+        self._total = sum(v.power for v in voters)
+        self._pending: dict[int, _Gathering] = {}
+
+    def _quorum(self, power: int) -> bool:
+        if power * self.threshold.denominator <= self.threshold.numerator * self._total:
+            return False
+        return self._also is None or self._also(power)
+
+    def _power(self, keys: Iterable[tuple[str, int]]) -> int:
+        labels = {self._by_key[k].label: self._by_key[k].power for k in keys}
+        return sum(labels.values())
+
+    def add(
+        self, parsed: note.Note, *, size: int, root: Callable[[], bytes], max_ahead: int
+    ) -> Cosigned | None:
+        """Take the signatures of ``parsed``; the cosigned note if this completed a quorum.
+
+        ``size`` and ``root()`` are the caller's committed tree (``root`` is called
+        only when needed): a checkpoint larger than it is held (until the caller
+        reaches it) but not completed, one of that size must have that root, and
+        one more than ``max_ahead`` beyond it is ignored.
+        """
+        gathering = self._pending.get(_size_of(parsed.text))
+        if gathering is not None and gathering.text == parsed.text:
+            cp = gathering.checkpoint  # parsed when the first note of this text came
+        else:
+            try:
+                cp = parse_checkpoint(parsed.text)
+            except CheckpointError:
+                return None
+        if cp.origin != self.origin or cp.size <= self.cosigned_size:
+            return None  # nothing newer than the cosigned checkpoint we have
+        if cp.size > size + max_ahead:
+            return None  # not a tree the caller could reach soon: a peer is lying or far ahead
+        if gathering is None:
+            gathering = self._pending[cp.size] = _Gathering(parsed.text, cp)
+        elif gathering.text != parsed.text:
+            # Another text for this size: only the committed tree counts.
+            if cp.size > size or cp.root_hash != root():
+                return None
+            gathering = self._pending[cp.size] = _Gathering(parsed.text, cp)
+        for sig in parsed.signatures:
+            key = (sig.name, sig.key_id)
+            if key not in self._by_key or key in gathering.verified:
+                continue  # not a voter's key, or that voter's signature is checked already
+            if (sig.name, sig.key_id, sig.signature) in gathering.failed:
+                continue
+            lines = gathering.candidates.setdefault(key, [])
+            if sig not in lines and len(lines) < MAX_CANDIDATES:
+                lines.append(sig)
+        while len(self._pending) > self._max_pending:
+            del self._pending[max(self._pending)]
+        if cp.size not in self._pending:
+            return None
+        if cp.size > size or (cp.size == size and cp.root_hash != root()):
+            return None  # completed once the caller commits that tree itself
+        # Count the voters first: signatures are checked only once a quorum could be there.
+        if not self._quorum(self._power([*gathering.verified, *gathering.candidates])):
+            return None
+        text = gathering.text.encode()
+        power = self._power(gathering.verified)
+        for key in list(gathering.candidates):
+            if self._quorum(power):
+                break  # enough: the other lines need not be checked at all
+            verifier = self._by_key[key].verifier
+            for sig in gathering.candidates.pop(key):
+                if verifier.verify(text, sig.signature):
+                    gathering.verified[key] = sig
+                    break
+                gathering.failed.add((sig.name, sig.key_id, sig.signature))
+            power = self._power(gathering.verified)
+        if not self._quorum(power):
+            return None
+        self.cosigned_size = cp.size
+        for old in [s for s in self._pending if s <= cp.size]:
+            del self._pending[old]
+        labels = tuple(dict.fromkeys(self._by_key[k].label for k in gathering.verified))
+        return Cosigned(
+            note.format_note(gathering.text, gathering.verified.values()),
+            CosignedCheckpoint(cp, labels, power, self._total),
+        )
+
+
+def _size_of(text: str) -> int:
+    """The size line of checkpoint text, or -1 (a cache key only; parse_checkpoint checks)."""
+    first = text.find("\n")
+    second = text.find("\n", first + 1)
+    line = text[first + 1 : second]
+    ok = first >= 0 and second > first and 0 < len(line) <= 20 and line.isascii()
+    return int(line) if ok and line.isdigit() else -1

@@ -50,6 +50,7 @@ from trustchain.ct.api import CTApp
 from trustchain.ct.checkpoint import (
     Checkpoint,
     CheckpointError,
+    CosignatureCollector,
     RFC6962NoteSigner,
     RFC6962NoteVerifier,
     Voter,
@@ -60,7 +61,7 @@ from trustchain.ct.checkpoint import (
     verify_cosigned,
 )
 from trustchain.ct.merkle import EMPTY_ROOT
-from trustchain.ct.note import Note, NoteError, format_note, parse_note
+from trustchain.ct.note import Note, NoteError, parse_note
 from trustchain.ct.sct import (
     SignedCertificateTimestamp,
     issue_sct,
@@ -140,6 +141,9 @@ class ReplicatedLog(CTLog):
 
     cosigned: bytes | None = None
     """The latest checkpoint cosigned by more than 2/3 of the power."""
+    cosignatures: CosignatureCollector | None = None
+    """The validators' signatures over this log's checkpoints, gathered until a quorum
+    signed one (owned by the NodeApp that appends to this log)."""
 
     @classmethod
     async def open_replicated(
@@ -667,14 +671,17 @@ class NodeApp:
         # timestamp: the block's) with this validator's CT log key: that is our
         # cosignature, so the HSM is not asked twice.
         note = self.ctlog.own_checkpoint()
-        cp = parse_checkpoint(parse_note(note).text)
-        if (cp.size, cp.root_hash) != (applied.edge.size, applied.edge.root()):
-            checkpoint = Checkpoint(self.origin, applied.edge.size, applied.edge.root())
+        parsed = parse_note(note)
+        cp = parse_checkpoint(parsed.text)
+        root = applied.edge.root()
+        if (cp.size, cp.root_hash) != (applied.edge.size, root):
+            checkpoint = Checkpoint(self.origin, applied.edge.size, root)
             note = await sign_checkpoint(
                 checkpoint, [RFC6962NoteSigner(self.origin, self.log_signer, applied.timestamp)]
             )
+            parsed = parse_note(note)
         self.send(None, {"type": "cosig", "note": note})
-        self._add_cosignature(note)
+        self._add_cosignature(parsed)  # parsed once, here
 
     async def _rebroadcast(self) -> None:
         """Send the latest cosigned checkpoint now and then: a validator that was down
@@ -694,53 +701,30 @@ class NodeApp:
                 await trio.to_thread.run_sync(self.ctlog.save_cosigned, self.data_dir / "ct", note)
                 self._saved_cosigned = note
 
-    def _add_cosignature(self, note: bytes) -> None:
-        try:
-            parsed = parse_note(note)
-            cp = parse_checkpoint(parsed.text)
-        except (CheckpointError, NoteError, ValueError):
-            return
-        if cp.origin != self.origin or cp.size <= self._cosigned_at:
-            return  # nothing newer than the cosigned checkpoint we have
-        if cp.size > self.state.edge.size + MAX_COSIG_AHEAD:
-            return  # not a tree this node could reach soon: a peer is lying or far ahead
-        # Signatures are merged as parsed lines (as ct.checkpoint.merge_cosignatures
-        # does with notes): each note is parsed once, not again at every merge.
-        have = self._cosig.get(cp.size)
-        if have is None:
-            merged = parsed
-        elif have.text == parsed.text:
-            lines = {(s.name, s.key_id, s.signature): s for s in have.signatures}
-            for s in parsed.signatures:
-                lines.setdefault((s.name, s.key_id, s.signature), s)
-            merged = Note(have.text, tuple(lines.values()))
-        else:
-            # Another text for this size: only ours (the committed tree) counts.
-            if cp.size > self.state.edge.size or cp.root_hash != self.state.edge.root():
+    def _add_cosignature(self, note: bytes | Note) -> None:
+        """Take a checkpoint note's signatures (ours, a peer's, or a re-broadcast
+        cosigned one); publish the checkpoint once a quorum's signatures verified."""
+        if isinstance(note, bytes):
+            try:
+                note = parse_note(note)
+            except NoteError:
                 return
-            merged = parsed
-        self._cosig[cp.size] = merged
-        for old in [s for s in self._cosig if s <= self._cosigned_at]:
-            del self._cosig[old]
-        while len(self._cosig) > MAX_COSIG_PENDING:
-            del self._cosig[max(self._cosig)]
-        if cp.size > self.state.edge.size:
-            return  # merged again when this node signs that size itself
-        if cp.size == self.state.edge.size and cp.root_hash != self.state.edge.root():
+        collector = self.ctlog.cosignatures
+        if collector is None:
+            # Made at the first note (NodeApp.__init__ is not this code's to change).
+            collector = self.ctlog.cosignatures = CosignatureCollector(
+                self._voters,
+                self.origin,
+                quorum=self.ca.has_quorum,
+                cosigned_size=self._cosigned_at,
+                max_pending=MAX_COSIG_PENDING,
+            )
+        edge = self.state.edge
+        done = collector.add(note, size=edge.size, root=edge.root, max_ahead=MAX_COSIG_AHEAD)
+        if done is None:
             return
-        # Count the known signers first: the signatures are checked (all of them,
-        # by verify_cosigned) only once a quorum could be there.
-        signers = {(sig.name, sig.key_id) for sig in merged.signatures}
-        power = sum(p for key, p in self._voter_power.items() if key in signers)
-        if not self.ca.has_quorum(power):
-            return
-        try:
-            cosigned = format_note(merged.text, merged.signatures)
-            verify_cosigned(cosigned, self._voters, origin=self.origin)
-        except (CheckpointError, ValueError):
-            return
-        self.ctlog.cosigned = cosigned
-        self._cosigned_at = cp.size
+        self.ctlog.cosigned = done.note
+        self._cosigned_at = done.cosigned.checkpoint.size
         self._cosigned_changed.set()
         self._cosigned_changed = trio.Event()
 

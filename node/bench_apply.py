@@ -203,14 +203,12 @@ def _cosign_harness(voters: Sequence[Any]) -> tuple[Any, Callable[[bytes], None]
         origin=ORIGIN,
         state=state,
         ca=SimpleNamespace(has_quorum=lambda power: 3 * power > 2 * total),
-        ctlog=SimpleNamespace(cosigned=None),
-        _cosig={},
+        ctlog=SimpleNamespace(cosigned=None, cosignatures=None),
         _cosigned_at=-1,
         _voters=list(voters),
-        _voter_power={(v.verifier.name, v.verifier.key_id): v.power for v in voters},
         _cosigned_changed=trio.Event(),
     )
-    method = cast(Callable[[Any, bytes], None], NodeApp._add_cosignature)
+    method = cast(Callable[[Any, Any], None], NodeApp._add_cosignature)
     return app, lambda note: method(app, note)
 
 
