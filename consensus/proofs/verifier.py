@@ -30,7 +30,12 @@ from typing import Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from trustchain.consensus.proofs.bundle import ProofBundle, signed_message
+from trustchain.consensus.proofs.bundle import (
+    ProofBundle,
+    SpaceProof,
+    TimeProof,
+    signed_message,
+)
 from trustchain.consensus.proofs.cache import (
     EpochCache,
     ReplayGuard,
@@ -67,6 +72,7 @@ class CheckedBundle:
 
 
 _KEY_CACHE_LIMIT = 10_000
+_CLAIMS_CACHE_LIMIT = 10_000
 
 
 class BundleVerifier:
@@ -78,6 +84,11 @@ class BundleVerifier:
         self.cache = cache if cache is not None else EpochCache()
         # Parsed Ed25519 keys by raw bytes: parsing costs about as much as a hash.
         self._keys: dict[bytes, Ed25519PublicKey] = {}
+        # (account key, beacon, epoch, space proof, time proof) that passed the
+        # claim checks -> their epoch-cache keys.
+        self._claims: dict[
+            tuple[bytes, bytes, bytes, int, SpaceProof, TimeProof], tuple[bytes, bytes]
+        ] = {}
 
     def check(
         self,
@@ -146,21 +157,40 @@ class BundleVerifier:
                 f"bonded stake {account.bonded} is below the policy minimum {policy.min_stake}",
             )
 
-        check_space_claims(bundle.space, account.public_key, policy)
-        check_time_claims(bundle.time, policy)
+        # Steps 5 and the cache keys depend on the account, epoch and proofs, not on
+        # the request: every request of an account in an epoch repeats them.  They
+        # are kept by their exact inputs (the policy is this verifier's own).
+        claims = (
+            account.public_key,
+            bundle.account,
+            beacon,
+            bundle.epoch,
+            bundle.space,
+            bundle.time,
+        )
+        keys = self._claims.get(claims)
+        if keys is None:
+            check_space_claims(bundle.space, account.public_key, policy)
+            check_time_claims(bundle.time, policy)
+            keys = (
+                space_cache_key(beacon, bundle.account, bundle.epoch, bundle.space),
+                time_cache_key(beacon, bundle.account, bundle.epoch, bundle.time),
+            )
+            if len(self._claims) >= _CLAIMS_CACHE_LIMIT:
+                self._claims.clear()
+            self._claims[claims] = keys
+        space_key, time_key = keys
         check_work(digest, bundle.work, policy.work_bits)
 
         message = signed_message(digest, bundle.work, bundle.space, bundle.time)
         if not self._signature_ok(account.public_key, bundle.stake.signature, message):
             raise ProofRejected("stake", "signature does not verify with the account key")
 
-        space_key = space_cache_key(beacon, bundle.account, bundle.epoch, bundle.space)
         space_cached = self.cache.hit(space_key, now_epoch)
         if not space_cached:
             verify_space(bundle.space, beacon, bundle.account)
             self.cache.add(space_key, bundle.epoch)
 
-        time_key = time_cache_key(beacon, bundle.account, bundle.epoch, bundle.time)
         time_cached = self.cache.hit(time_key, now_epoch)
         if not time_cached:
             disc = self.cache.discriminant(beacon, bundle.account, bundle.epoch)
