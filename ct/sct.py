@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from trustchain.ct import _tls, der
 from trustchain.ct._tls import DecodeError, Reader
-from trustchain.ct.signer import PublicKey, Signer, log_id, verify_signature
+from trustchain.ct.signer import PublicKey, Signer, log_id, sign_all, verify_signature
 
 SCT_LIST_OID = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2")
 """RFC 6962 section 3.3: the embedded SCT list extension."""
@@ -397,6 +397,25 @@ async def issue_sct(
     ds = await _sign(signer, sct_signed_data(timestamp, entry, extensions))
     lid = signer_log_id if signer_log_id is not None else log_id(signer.public_key())
     return SignedCertificateTimestamp(lid, timestamp, extensions, ds)
+
+
+async def issue_scts(
+    signer: Signer,
+    requests: Sequence[tuple[LogEntry, int, bytes]],
+    *,
+    signer_log_id: bytes | None = None,
+) -> list[SignedCertificateTimestamp]:
+    """`issue_sct` for each (entry, timestamp, extensions), signed in one HSM call
+    where the signer can (a block's SCTs: one worker hand-off instead of one each)."""
+    alg = _signature_algorithm(signer.public_key())
+    signatures = await sign_all(
+        signer, [sct_signed_data(ts, entry, ext) for entry, ts, ext in requests]
+    )
+    lid = signer_log_id if signer_log_id is not None else log_id(signer.public_key())
+    return [
+        SignedCertificateTimestamp(lid, ts, ext, DigitallySigned(HashAlgorithm.SHA256, alg, sig))
+        for (_, ts, ext), sig in zip(requests, signatures, strict=True)
+    ]
 
 
 _ECDSA_PREHASHED_SHA256 = ec.ECDSA(Prehashed(hashes.SHA256()))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -54,6 +55,23 @@ def _ecdsa_hash(curve: ec.EllipticCurve) -> hashes.HashAlgorithm:
     if isinstance(curve, ec.SECP521R1):
         return hashes.SHA512()
     raise UnusableKeyError(f"unsupported ECDSA curve {curve.name}; use P-256, P-384 or P-521")
+
+
+@runtime_checkable
+class BatchSigner(Signer, Protocol):
+    """A ``Signer`` that signs several messages in one call (one HSM round trip)."""
+
+    async def sign_many(self, messages: Sequence[bytes]) -> list[bytes]:
+        """The signatures of ``messages``, in order, as ``sign`` would make them."""
+        ...
+
+
+async def sign_all(signer: Signer, messages: Sequence[bytes]) -> list[bytes]:
+    """Sign each of ``messages``: in one call where the signer can (an HSM signer's
+    worker thread takes them as one job, one thread hand-off for all), else in turn."""
+    if isinstance(signer, BatchSigner):
+        return await signer.sign_many(messages)
+    return [await signer.sign(m) for m in messages]
 
 
 class SoftwareSigner:

@@ -63,8 +63,9 @@ from trustchain.ct.checkpoint import (
 from trustchain.ct.merkle import EMPTY_ROOT
 from trustchain.ct.note import Note, NoteError, parse_note
 from trustchain.ct.sct import (
+    LogEntry,
     SignedCertificateTimestamp,
-    issue_sct,
+    issue_scts,
     leaf_index_extensions,
     leaf_index_of,
 )
@@ -597,20 +598,19 @@ class NodeApp:
         async for block in self._votes:
             # One message per issuing node and block, however many of its requests
             # the block holds (each message costs a datagram and wake-ups at both ends).
-            by_issuer: dict[str, list[list[bytes]]] = {}
-            for entry in self.state.entries_of(block):
+            # And one HSM call for all of the block's SCTs.
+            entries = self.state.entries_of(block)
+            requests: list[tuple[LogEntry, int, bytes]] = []
+            for entry in entries:
                 index, timestamp = entry.leaf.entry.extensions, block.timestamp
                 if "bad-scts" in self.byzantine:
                     # Another leaf than the one committed: a validly signed lie.
                     index = leaf_index_extensions((leaf_index_of(index) or 0) + 1)
                     timestamp += 1
-                sct = await issue_sct(
-                    self.log_signer,
-                    entry.decoded.precert.entry,
-                    timestamp,
-                    index,
-                    signer_log_id=self.log_id,
-                )
+                requests.append((entry.decoded.precert.entry, timestamp, index))
+            scts = await issue_scts(self.log_signer, requests, signer_log_id=self.log_id)
+            by_issuer: dict[str, list[list[bytes]]] = {}
+            for entry, sct in zip(entries, scts, strict=True):
                 by_issuer.setdefault(entry.decoded.request.issuer, []).append(
                     [entry.op_id, sct.encode()]
                 )

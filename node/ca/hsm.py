@@ -46,7 +46,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -873,6 +873,16 @@ class Pkcs11Signer:
         return await self._worker.run(
             lambda state: _sign_on_worker(state, s, label, scheme, message),
             what=f"sign with key {label!r} on token {s.token_label!r}",
+            timeout=s.timeout,
+        )
+
+    async def sign_many(self, messages: Sequence[bytes]) -> list[bytes]:
+        """Sign each message, all in one job on the worker thread."""
+        s, label, scheme = self.settings, self.label, self._scheme
+        batch = list(messages)
+        return await self._worker.run(
+            lambda state: [_sign_on_worker(state, s, label, scheme, m) for m in batch],
+            what=f"sign {len(batch)} messages with key {label!r} on token {s.token_label!r}",
             timeout=s.timeout,
         )
 

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import Attribute, ObjectClass
 
-from trustchain.ct.sct import EntryType, LogEntry, issue_sct, verify_sct
-from trustchain.ct.signer import verify_signature
+from trustchain.ct.sct import EntryType, LogEntry, issue_sct, issue_scts, verify_sct
+from trustchain.ct.signer import SoftwareSigner, sign_all, verify_signature
 from trustchain.node.ca import hsm
 from trustchain.node.ca.schemes import SignatureScheme
 
@@ -35,6 +35,30 @@ async def test_p384_and_p256_signatures_verify(token: Token) -> None:
     entry = LogEntry(EntryType.X509, b"\x30\x03\x02\x01\x01")
     sct = await issue_sct(p256, entry, 1_700_000_000_000, b"")
     verify_sct(sct, entry, p256.public_key())
+
+
+async def test_a_block_of_scts_is_one_hsm_job_and_each_sct_verifies(token: Token) -> None:
+    signer = await hsm.Pkcs11Signer.open(token.settings, "log")
+    entries = [LogEntry(EntryType.X509, b"\x30\x03\x02\x01" + bytes([i])) for i in range(5)]
+    requests = [(e, 1_700_000_000_000 + i, bytes([0, i])) for i, e in enumerate(entries)]
+    jobs = sum(hsm.worker().calls_by_thread.values())
+    scts = await issue_scts(signer, requests)
+    assert sum(hsm.worker().calls_by_thread.values()) == jobs + 1
+    for (entry, timestamp, ext), sct in zip(requests, scts, strict=True):
+        assert (sct.timestamp, sct.extensions) == (timestamp, ext)
+        verify_sct(sct, entry, signer.public_key())
+    # Each signature is bound to its own entry: swapped, none verifies.
+    with pytest.raises(ValueError, match="does not verify"):
+        verify_sct(scts[0], entries[1], signer.public_key())
+    assert await sign_all(signer, []) == []
+
+
+async def test_sign_all_without_a_batch_call_signs_in_turn() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    signatures = await sign_all(SoftwareSigner(key), [b"a", b"b"])
+    assert verify_signature(key.public_key(), signatures[0], b"a")
+    assert verify_signature(key.public_key(), signatures[1], b"b")
+    assert not verify_signature(key.public_key(), signatures[0], b"b")
 
 
 async def test_many_tasks_sign_at_once_through_one_thread(token: Token) -> None:
