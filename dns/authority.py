@@ -96,11 +96,16 @@ class View:
         default_factory=dict, compare=False, repr=False
     )
     """Per zone origin: the SOA RRset with the published serial, and its negative-
-    answer form; built once per view, since building RRsets is not cheap."""
+    answer form; built once per view, since building RRsets is not cheap, and only
+    when an answer first needs it: every committed block makes a new view (the
+    serial moves), and most views answer no SOA at all.  Two threads building one
+    at once build equal RRsets; either may stay."""
 
-    def __post_init__(self) -> None:
-        for zone in self.zones:
-            self._soa[zone.origin] = _soa_rrsets(zone, self.published)
+    def _soa_of(self, zone: ZoneIndex) -> tuple[dns.rrset.RRset, dns.rrset.RRset]:
+        found = self._soa.get(zone.origin)
+        if found is None:
+            found = self._soa[zone.origin] = _soa_rrsets(zone, self.published)
+        return found
 
     def zone_for(self, name: dns.name.Name) -> ZoneIndex | None:
         for zone in self.zones:
@@ -128,11 +133,11 @@ class View:
 
     def soa(self, zone: ZoneIndex) -> dns.rrset.RRset:
         """The apex SOA with the serial moved by the published version."""
-        return self._soa[zone.origin][0]
+        return self._soa_of(zone)[0]
 
     def negative_soa(self, zone: ZoneIndex) -> dns.rrset.RRset:
         """The SOA for NXDOMAIN/NODATA: TTL = min(TTL, MINIMUM) (RFC 2308 section 3)."""
-        return self._soa[zone.origin][1]
+        return self._soa_of(zone)[1]
 
 
 def _soa_rrsets(
