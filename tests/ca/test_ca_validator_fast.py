@@ -1,8 +1,10 @@
 """A validator's fast paths give exactly what the plain ones give (node/ca/issuance.py).
 
 The validator builds a precertificate's log entry from the TBS it rebuilt
-instead of cutting the poison out of the signed DER (RFC 6962 section 3.2);
-these tests compare the two on many requests, key types and policies.
+instead of cutting the poison out of the signed DER (RFC 6962 section 3.2), and
+verifies an ECDSA CSR's signature with the key it already parsed instead of
+``is_signature_valid``; these tests compare each with the plain way on many
+requests, key types, policies and corrupted inputs.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ import secrets
 
 import pytest
 from cakit import NOW, SoftCluster, make_csr, soft_cluster
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from trustchain.ct.precert import precert_entry
 from trustchain.node.ca import certbuild
+from trustchain.node.ca.der import bit_string as der_bit_string
+from trustchain.node.ca.der import seq as der_seq
 from trustchain.node.ca.issuance import (
     IssuanceError,
     PrecertRequest,
+    _check_csr,
     check_csr,
     check_precertificate,
     issue_precertificate,
@@ -105,3 +112,58 @@ async def test_a_corrupted_precertificate_is_refused_as_before(cluster: SoftClus
     for cut in range(0, len(der), 13):
         with pytest.raises(IssuanceError, match=r"^precertificate: "):
             check_precertificate(der[:cut], issuer, request, POLICY)
+
+
+# --- the CSR's proof of possession ----------------------------------------------------
+
+
+def _der_csr(names: list[str], key: object = None) -> bytes:
+    pem, _ = make_csr(names, key)
+    return x509.load_pem_x509_csr(pem).public_bytes(serialization.Encoding.DER)
+
+
+def _csr_verdict(data: bytes, *, fast: bool) -> object:
+    try:
+        return _check_csr(data, POLICY, fast=fast)
+    except IssuanceError as exc:
+        return (type(exc).__name__, exc.check, str(exc))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP384R1()),
+        ed25519.Ed25519PrivateKey.generate(),
+        rsa.generate_private_key(65537, 2048),
+    ],
+    ids=["p256", "p384", "ed25519", "rsa2048"],
+)
+def test_proof_of_possession_fast_path_gives_the_plain_verdict(key: object) -> None:
+    der = _der_csr(["a.trust.example", "b.other.example"], key)
+    assert _csr_verdict(der, fast=True) == _csr_verdict(der, fast=False)
+    assert not isinstance(_csr_verdict(der, fast=True), tuple)
+    verdicts: set[str] = set()
+    for at in range(len(der)):
+        for bit in (0x01, 0x80):
+            bad = der[:at] + bytes([der[at] ^ bit]) + der[at + 1 :]
+            fast = _csr_verdict(bad, fast=True)
+            assert fast == _csr_verdict(bad, fast=False), (at, bit)
+            verdicts.add(fast[2].split(" (")[0] if isinstance(fast, tuple) else "accepted")
+    for cut in range(len(der)):
+        assert _csr_verdict(der[:cut], fast=True) == _csr_verdict(der[:cut], fast=False)
+    # The corruptions reached the signature check, not only the DER parser.
+    assert "csr: the CSR's signature does not verify with its own key" in verdicts
+
+
+def test_a_signature_algorithm_of_another_key_type_is_refused_by_both() -> None:
+    """An ECDSA key whose CSR names an RSA or Ed25519 algorithm goes the plain way."""
+    ec_der = _der_csr(["a.trust.example"])
+    ed_der = _der_csr(["a.trust.example"], ed25519.Ed25519PrivateKey.generate())
+    ec_csr = x509.load_der_x509_csr(ec_der)
+    ed_csr = x509.load_der_x509_csr(ed_der)
+    # The EC request's info with the Ed25519 request's algorithm and signature.
+    ed_alg = certbuild.certificate_parts(ed_der)[1]
+    mixed = der_seq(ec_csr.tbs_certrequest_bytes, ed_alg, der_bit_string(ed_csr.signature))
+    assert _csr_verdict(mixed, fast=True) == _csr_verdict(mixed, fast=False)
+    assert _csr_verdict(mixed, fast=True)[1] == "csr"  # type: ignore[index]
