@@ -90,6 +90,11 @@ class _ByName(Generic[V]):
     def __getitem__(self, name: dns.name.Name) -> V:
         return self._entries[name_key(name)][1]
 
+    def entry(self, key: bytes) -> tuple[dns.name.Name, V] | None:
+        """(name, value) stored under `key` (`name_key` of the name), or None: for
+        callers that key a name once and look it up in several maps."""
+        return self._entries.get(key)
+
     @overload
     def get(self, name: dns.name.Name, /) -> V | None: ...
     @overload
@@ -136,6 +141,13 @@ class NameMapMutation(_ByName[V]):
 
     def __delitem__(self, name: dns.name.Name) -> None:
         del self._entries[name_key(name)]
+
+    def set_entry(self, key: bytes, name: dns.name.Name, value: V) -> None:
+        """Store `value` for `name`, whose `name_key` the caller computed as `key`."""
+        self._entries[key] = (name, value)
+
+    def delete_entry(self, key: bytes) -> None:
+        del self._entries[key]
 
     def finish(self) -> NameMap[V]:
         return NameMap(self._entries.finish())
@@ -294,14 +306,20 @@ class _Builder:
     Owned by the thread running `apply`.  The mutations write only trie nodes they
     created themselves; `build` finishes them into the next snapshot's maps, and a
     builder that raises is dropped with `base` untouched (all or nothing).
+
+    Each owner name is keyed (`name_key`) once per batch and looked up by that key
+    in every map; its ancestors' keys are suffixes of it.  Keying a name runs
+    Python code over its labels, and these loops are what a batch costs.
     """
 
     def __init__(self, base: PublishedRecords) -> None:
         self.base = base
         self.certificates = base.certificates.mutate()
         self.tlsa = base.tlsa.mutate()
-        self.caa: dict[dns.name.Name, dns.rrset.RRset | None] = {}
-        self.touched: set[dns.name.Name] = set()
+        self.caa: dict[bytes, dns.rrset.RRset | None] = {}
+        """Zone apex key -> its new CAA RRset (None: removed)."""
+        self.touched: dict[bytes, tuple[dns.name.Name, dns.name.Name | None]] = {}
+        """Owner key -> (the owner as first named in the batch, its zone if known)."""
 
     def change(self, change: Change) -> None:
         if isinstance(change, CertificateIssued):
@@ -329,41 +347,43 @@ class _Builder:
         digest = change.spki_sha256
         if not isinstance(digest, bytes) or len(digest) != 32:
             raise RecordError(f"certificate {cid}: spki_sha256 must be 32 bytes")
-        owners: list[dns.name.Name] = []
+        owners: dict[bytes, tuple[dns.name.Name, dns.name.Name]] = {}
         for name in change.names:
             if not isinstance(name, dns.name.Name) or not name.is_absolute():
                 raise RecordError(f"certificate {cid}: {name!r} is not an absolute domain name")
             if name.is_wild():
                 continue  # see the module docstring
-            if self.base.zone_of(name) is None:
+            zone = self.base.zone_of(name)
+            if zone is None:
                 continue  # not ours to publish
             try:
                 owner = _TLSA_PREFIX.concatenate(name)
             except dns.name.NameTooLong:
                 continue  # no such owner can exist; the name is too long for a TLSA record
-            if owner not in owners:
-                owners.append(owner)
-        self.certificates[cid] = _Certificate(tuple(owners), digest)
-        for owner in owners:
-            counts = dict(self.tlsa.get(owner, {}))
+            owners.setdefault(name_key(owner), (owner, zone))  # the first spelling stays
+        self.certificates[cid] = _Certificate(tuple(owner for owner, _ in owners.values()), digest)
+        for key, (owner, zone) in owners.items():
+            found = self.tlsa.entry(key)
+            counts = dict(found[1]) if found is not None else {}
             counts[digest] = counts.get(digest, 0) + 1
-            self.tlsa[owner] = counts
-            self.touched.add(owner)
+            self.tlsa.set_entry(key, owner, counts)
+            self.touched.setdefault(key, (owner, zone))
 
     def revoke(self, change: CertificateRevoked) -> None:
         cert = self.certificates.pop(change.certificate_id, None)
         if cert is None:
             raise RecordError(f"certificate {change.certificate_id!r} is not published")
         for owner in cert.owners:
+            key = name_key(owner)
             counts = dict(self.tlsa[owner])
             counts[cert.digest] -= 1
             if not counts[cert.digest]:
                 del counts[cert.digest]
             if counts:
-                self.tlsa[owner] = counts
+                self.tlsa.set_entry(key, owner, counts)
             else:
-                del self.tlsa[owner]
-            self.touched.add(owner)
+                self.tlsa.delete_entry(key)
+            self.touched.setdefault(key, (owner, None))
 
     def set_caa(self, change: CaaPolicy) -> None:
         if change.zone not in self.base.origins:
@@ -376,38 +396,40 @@ class _Builder:
                 raise RecordError(
                     f"CAA tag {record.tag!r} must be 1..15 letters or digits (RFC 8659 section 4.1)"
                 )
-        self.caa[change.zone] = (
+        key = name_key(change.zone)
+        self.caa[key] = (
             _caa_rrset(change.zone, change.records, self.base.ttl) if change.records else None
         )
-        self.touched.add(change.zone)
+        self.touched.setdefault(key, (change.zone, None))
 
     def build(self, version: int) -> PublishedRecords:
         base = self.base
         nodes = base.nodes.mutate()
         ents = base.empty_non_terminals.mutate()
-        # One lookup per map and owner where one does: keying a name runs Python
-        # code over its labels, and this loop is what a batch costs.
-        for owner in self.touched:
-            old = base.nodes.get(owner)
+        for key, (owner, zone) in self.touched.items():
+            found = base.nodes.entry(key)
+            old = found[1] if found is not None else None
             # A fresh dict: the old one belongs to `base` and may be in a reader's hands.
             rrsets = dict(old) if old is not None else {}
-            digests = self.tlsa.get(owner)
-            if digests:
-                rrsets[dns.rdatatype.TLSA] = _tlsa_rrset(owner, digests, base.ttl)
+            tlsa = self.tlsa.entry(key)
+            if tlsa is not None and tlsa[1]:
+                rrsets[dns.rdatatype.TLSA] = _tlsa_rrset(owner, tlsa[1], base.ttl)
             else:
                 rrsets.pop(dns.rdatatype.TLSA, None)
-            if self.caa and owner in self.caa:
-                caa = self.caa[owner]
+            if self.caa and key in self.caa:
+                caa = self.caa[key]
                 if caa is not None:
                     rrsets[dns.rdatatype.CAA] = caa
                 else:
                     rrsets.pop(dns.rdatatype.CAA, None)
             if rrsets:
-                nodes[owner] = rrsets
+                nodes.set_entry(key, owner, rrsets)
             elif old is not None:
-                del nodes[owner]
+                nodes.delete_entry(key)
             if (old is not None) != bool(rrsets):
-                _count_ancestors(ents, owner, base.zone_of(owner), +1 if rrsets else -1)
+                if zone is None:
+                    zone = base.zone_of(owner)
+                _count_ancestors(ents, key, owner, zone, +1 if rrsets else -1)
         return PublishedRecords(
             origins=base.origins,
             version=version,
@@ -421,20 +443,26 @@ class _Builder:
 
 def _count_ancestors(
     ents: NameMapMutation[int],
+    key: bytes,
     owner: dns.name.Name,
     origin: dns.name.Name | None,
     delta: int,
 ) -> None:
+    """Add `delta` to the count of every name strictly between `owner` (keyed `key`)
+    and the label below `origin` (RFC 8020 empty non-terminals)."""
     if origin is None:
         return
-    name = owner
-    while len(name) > len(origin) + 1:
-        name = name.parent()
-        count = ents.get(name, 0) + delta
-        if count:
-            ents[name] = count
+    labels = owner.labels
+    for depth in range(1, len(labels) - len(origin)):
+        key = key[1 + key[0] :]  # the parent's key: drop the first length-prefixed label
+        found = ents.entry(key)
+        count = (found[1] if found is not None else 0) + delta
+        if not count:
+            ents.delete_entry(key)
+        elif found is not None:
+            ents.set_entry(key, found[0], count)
         else:
-            del ents[name]
+            ents.set_entry(key, dns.name.Name(labels[depth:]), count)
 
 
 def _tlsa_rrset(owner: dns.name.Name, digests: Mapping[bytes, int], ttl: int) -> dns.rrset.RRset:
