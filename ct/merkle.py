@@ -15,7 +15,7 @@ way transparency-dev/merkle is (see ../shared/testdata/merkle/README.md).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 
 HASH_SIZE = 32
@@ -68,23 +68,46 @@ def root_of(hashes: Sequence[bytes]) -> bytes:
     return level[0]
 
 
-def subtree_hash(node: NodeReader, start: int, end: int) -> bytes:
+RangeHashes = MutableMapping[tuple[int, int], bytes]
+"""Known MTH(D[start:end]) of ranges that are not one complete subtree, by (start, end).
+
+A log only ever appends, so the hash of a range inside the tree never changes: a
+caller that makes many proofs over one log may keep one of these across them
+(the right edge of a tree of a given size is the same in every proof at that
+size).  Only ever fill it with hashes of one log."""
+
+
+def subtree_hash(node: NodeReader, start: int, end: int, known: RangeHashes | None = None) -> bytes:
     """MTH(D[start:end]) from complete-subtree hashes (RFC 6962 section 2.1 recursion).
 
     ``start`` must be aligned so that the range decomposes as RFC 6962 does: this
     holds for every range that appears in an inclusion or consistency proof.
+    With ``known``, hashes of ranges that are not complete subtrees are looked up
+    there first and remembered there.
     """
     n = end - start
     if n <= 0:
         raise ValueError(f"empty range [{start}, {end})")
     if n & (n - 1) == 0 and start % n == 0:
         return node(n.bit_length() - 1, start // n)
+    if known is not None:
+        found = known.get((start, end))
+        if found is not None:
+            return found
     k = split_point(n)
-    return node_hash(subtree_hash(node, start, start + k), subtree_hash(node, start + k, end))
+    h = node_hash(
+        subtree_hash(node, start, start + k, known), subtree_hash(node, start + k, end, known)
+    )
+    if known is not None:
+        known[(start, end)] = h
+    return h
 
 
-def inclusion_proof(node: NodeReader, index: int, size: int) -> list[bytes]:
-    """PATH(index, D[size]) of RFC 6962 section 2.1.1, leaf-to-root order."""
+def inclusion_proof(
+    node: NodeReader, index: int, size: int, known: RangeHashes | None = None
+) -> list[bytes]:
+    """PATH(index, D[size]) of RFC 6962 section 2.1.1, leaf-to-root order (``known``:
+    see ``subtree_hash``)."""
     if not 0 <= index < size:
         raise ProofError(f"leaf index {index} is not in a tree of size {size}")
     proof: list[bytes] = []
@@ -94,17 +117,19 @@ def inclusion_proof(node: NodeReader, index: int, size: int) -> list[bytes]:
     while hi - lo > 1:
         k = split_point(hi - lo)
         if index < lo + k:
-            proof.append(subtree_hash(node, lo + k, hi))
+            proof.append(subtree_hash(node, lo + k, hi, known))
             hi = lo + k
         else:
-            proof.append(subtree_hash(node, lo, lo + k))
+            proof.append(subtree_hash(node, lo, lo + k, known))
             lo = lo + k
     proof.reverse()
     return proof
 
 
-def consistency_proof(node: NodeReader, size1: int, size2: int) -> list[bytes]:
-    """PROOF(size1, D[size2]) of RFC 6962 section 2.1.2.
+def consistency_proof(
+    node: NodeReader, size1: int, size2: int, known: RangeHashes | None = None
+) -> list[bytes]:
+    """PROOF(size1, D[size2]) of RFC 6962 section 2.1.2 (``known``: see ``subtree_hash``).
 
     A proof from the empty tree is meaningless (RFC 9162 section 2.1.4), so
     ``size1`` must be at least 1; ``size1 == size2`` gives the empty proof.
@@ -117,13 +142,13 @@ def consistency_proof(node: NodeReader, size1: int, size2: int) -> list[bytes]:
     while m != hi - lo:
         k = split_point(hi - lo)
         if m <= k:
-            proof.append(subtree_hash(node, lo + k, hi))
+            proof.append(subtree_hash(node, lo + k, hi, known))
             hi = lo + k
         else:
-            proof.append(subtree_hash(node, lo, lo + k))
+            proof.append(subtree_hash(node, lo, lo + k, known))
             lo, m, complete = lo + k, m - k, False
     if not complete:
-        proof.append(subtree_hash(node, lo, hi))
+        proof.append(subtree_hash(node, lo, hi, known))
     proof.reverse()
     return proof
 

@@ -439,12 +439,16 @@ class CTLog:
             raise LogRequestError(
                 "bad_tree_size", f"first {first} must be between 1 and second {second}"
             )
-        return merkle.consistency_proof(self._reader.node, first, second)
+        return merkle.consistency_proof(
+            self._reader.node, first, second, self._reader.known_ranges()
+        )
 
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
         """PATH(index, D[tree_size]) (RFC 6962 section 2.1.1) of a published entry."""
         self._check_tree_size(tree_size, "tree_size")
-        return merkle.inclusion_proof(self._reader.node, index, tree_size)
+        return merkle.inclusion_proof(
+            self._reader.node, index, tree_size, self._reader.known_ranges()
+        )
 
     def proof_by_hash(self, leaf_hash: bytes, tree_size: int) -> tuple[int, list[bytes]]:
         self._check_tree_size(tree_size, "tree_size")
@@ -459,7 +463,9 @@ class CTLog:
                 f"the entry is at index {index}, not in the tree of size {tree_size}",
                 404,
             )
-        return index, merkle.inclusion_proof(self._reader.node, index, tree_size)
+        return index, merkle.inclusion_proof(
+            self._reader.node, index, tree_size, self._reader.known_ranges()
+        )
 
     def entry_range(self, start: int, end: int) -> tuple[int, int]:
         """Clamp a get-entries range (RFC 6962 section 4.6) or refuse it."""
@@ -488,7 +494,9 @@ class CTLog:
             raise LogRequestError(
                 "bad_range", f"leaf_index {index} is not in the tree of size {tree_size}"
             )
-        proof = merkle.inclusion_proof(self._reader.node, index, tree_size)
+        proof = merkle.inclusion_proof(
+            self._reader.node, index, tree_size, self._reader.known_ranges()
+        )
         ((leaf_input, extra),) = await self.entries(index, index)
         return leaf_input, extra, proof
 

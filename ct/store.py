@@ -469,6 +469,9 @@ class TreeReader:
         self._edge_nodes: dict[tuple[int, int, int, int], bytes] = {}
         """(tile level, tile index, offset, height) -> a complete node in a partial
         tile: it never changes once complete, however the edge grows."""
+        self.ranges: dict[tuple[int, int], bytes] = {}
+        """``merkle.RangeHashes`` of this log for proofs: the right edge of the tree
+        at the sizes proofs are asked for (cleared when it grows past _EDGE_NODES)."""
         self.edge = edge
 
     def snapshot(self) -> TreeReader:
@@ -477,6 +480,7 @@ class TreeReader:
         other = TreeReader.__new__(TreeReader)
         other._files, other._tiles, other.edge = self._files, self._tiles, self.edge
         other._edge_nodes = self._edge_nodes
+        other.ranges = self.ranges
         return other
 
     @property
@@ -504,6 +508,12 @@ class TreeReader:
                 self._edge_nodes.clear()
             self._edge_nodes[key] = found
         return found
+
+    def known_ranges(self) -> dict[tuple[int, int], bytes]:
+        """`ranges`, emptied first if it grew past its bound (a proof adds a few)."""
+        if len(self.ranges) >= _EDGE_NODES:
+            self.ranges.clear()
+        return self.ranges
 
     def leaf_hashes(self, tile_index: int) -> list[bytes]:
         """The level-0 hashes of data tile ``tile_index`` (full or the edge)."""
