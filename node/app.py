@@ -719,8 +719,12 @@ class NodeApp:
                 cosigned_size=self._cosigned_at,
                 max_pending=MAX_COSIG_PENDING,
             )
-        edge = self.state.edge
-        done = collector.add(note, size=edge.size, root=edge.root, max_ahead=MAX_COSIG_AHEAD)
+        # Completed only up to what this node's own CT store has published: the
+        # cosigned checkpoint is what its status answers prove inclusion against and
+        # what it serves on 6962, and peers often finish their store round first
+        # (a larger one waits for this node's own cosignature of it).
+        log = self.ctlog
+        done = collector.add(note, size=log.size, root=lambda: log.root, max_ahead=MAX_COSIG_AHEAD)
         if done is None:
             return
         self.ctlog.cosigned = done.note

@@ -133,13 +133,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     status = result["status"]
     print(
         f"status lookups: {status['one']:.0f}/s on one node; {status['all']:.0f}/s on "
-        f"{args.nodes} nodes at once ({status['all'] / args.nodes:.0f}/s per node)"
+        f"{args.nodes} nodes at once ({status['all'] / args.nodes:.0f}/s per node), "
+        f"{status['errors']} errors"
     )
     mixed = result["mixed"]
     print(
         f"certificate operations at saturation (issue and status lookups at once, every "
         f"node): {mixed['issued'] + mixed['validated']:.0f}/s ({mixed['issued']:.1f} issued/s, "
-        f"{mixed['validated']:.0f} validated/s)"
+        f"{mixed['validated']:.0f} validated/s), {mixed['errors']:.0f} errors"
     )
     crypto = result["crypto_us"]
     cpu = sat["cpu_us_per_cert_per_validator"]
@@ -426,25 +427,29 @@ def _worker(
         return status == 200
 
     lookup_seconds = min(seconds, 3.0)
-    done, _, elapsed = _closed_loop([_Conn(apis[0]) for _ in range(8)], lookup_seconds, lookup)
+    done, failed, elapsed = _closed_loop([_Conn(apis[0]) for _ in range(8)], lookup_seconds, lookup)
     every = [_Conn(apis[k % len(apis)]) for k in range(8 * len(apis))]
-    done_all, _, elapsed_all = _closed_loop(every, lookup_seconds, lookup)
-    results["status"] = {"one": done / elapsed, "all": done_all / elapsed_all}
+    done_all, failed_all, elapsed_all = _closed_loop(every, lookup_seconds, lookup)
+    results["status"] = {
+        "one": done / elapsed, "all": done_all / elapsed_all, "errors": failed + failed_all
+    }  # fmt: skip
     print("status lookups done", file=sys.stderr, flush=True)
 
     # Mixed: the issuing clients and lookups spread over every node, at once.
-    mixed: dict[str, float] = {}
+    mixed: dict[str, float] = {"errors": 0}
 
     def issuing() -> None:
-        n, _, t = _closed_loop(
+        n, failed, t = _closed_loop(
             [_Conn(apis[k % len(apis)]) for k in range(clients)], seconds, issue_next
         )
         mixed["issued"] = n / t
+        mixed["errors"] += failed
 
     def validating() -> None:
         conns = [_Conn(apis[k % len(apis)]) for k in range(4 * len(apis))]
-        n, _, t = _closed_loop(conns, seconds, lookup)
+        n, failed, t = _closed_loop(conns, seconds, lookup)
         mixed["validated"] = n / t
+        mixed["errors"] += failed
 
     both = [threading.Thread(target=issuing), threading.Thread(target=validating)]
     for t in both:
