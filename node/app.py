@@ -142,9 +142,6 @@ class ReplicatedLog(CTLog):
 
     cosigned: bytes | None = None
     """The latest checkpoint cosigned by more than 2/3 of the power."""
-    cosignatures: CosignatureCollector | None = None
-    """The validators' signatures over this log's checkpoints, gathered until a quorum
-    signed one (owned by the NodeApp that appends to this log)."""
 
     @classmethod
     async def open_replicated(
@@ -387,7 +384,6 @@ class NodeApp:
         self._pending: dict[bytes, _Pending] = {}
         # op id -> validator name -> SCT; SCTs for requests this node issues.
         self._scts: dict[bytes, dict[str, SignedCertificateTimestamp]] = {}
-        self._cosig: dict[int, Note] = {}
         self._voters = ca.checkpoint_voters(self.origin)
         self.issued = 0
         self.applied_height = 0
@@ -400,7 +396,6 @@ class NodeApp:
         """Set (and replaced) whenever the cosigned checkpoint advances."""
         self._applied_changed = trio.Event()
         """Set (and replaced) whenever `applied_height` advances."""
-        self._voter_power = {(v.verifier.name, v.verifier.key_id): v.power for v in self._voters}
         self.archiver: Archiver | None = None
         """The S3 archive of this node's log and state (set by the daemon), if any."""
         self.published: dict[str, CertificateIssued] = {}
@@ -422,6 +417,14 @@ class NodeApp:
             parse_checkpoint(parse_note(ctlog.cosigned).text).size if ctlog.cosigned else -1
         )
         """Size of the latest cosigned checkpoint (-1: none yet)."""
+        self._cosignatures = CosignatureCollector(
+            self._voters,
+            self.origin,
+            quorum=ca.has_quorum,
+            cosigned_size=self._cosigned_at,
+            max_pending=MAX_COSIG_PENDING,
+        )
+        """The validators' signatures over checkpoints, gathered until a quorum signed one."""
 
     # --- recovery -----------------------------------------------------------------------
 
@@ -709,22 +712,14 @@ class NodeApp:
                 note = parse_note(note)
             except NoteError:
                 return
-        collector = self.ctlog.cosignatures
-        if collector is None:
-            # Made at the first note (NodeApp.__init__ is not this code's to change).
-            collector = self.ctlog.cosignatures = CosignatureCollector(
-                self._voters,
-                self.origin,
-                quorum=self.ca.has_quorum,
-                cosigned_size=self._cosigned_at,
-                max_pending=MAX_COSIG_PENDING,
-            )
         # Completed only up to what this node's own CT store has published: the
         # cosigned checkpoint is what its status answers prove inclusion against and
         # what it serves on 6962, and peers often finish their store round first
         # (a larger one waits for this node's own cosignature of it).
         log = self.ctlog
-        done = collector.add(note, size=log.size, root=lambda: log.root, max_ahead=MAX_COSIG_AHEAD)
+        done = self._cosignatures.add(
+            note, size=log.size, root=lambda: log.root, max_ahead=MAX_COSIG_AHEAD
+        )
         if done is None:
             return
         self.ctlog.cosigned = done.note
