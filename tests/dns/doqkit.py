@@ -10,6 +10,7 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dns.asyncbackend
 import dns.asyncquery
@@ -25,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from trustchain.dns.authority import Authority
 from trustchain.dns.doq import frame
+from trustchain.dns.records import PublishedRecords
 from trustchain.dns.zones import ZoneIndex, default_zone, zone_from_text
 from trustchain.node import quic
 from trustchain.node.config import Address
@@ -254,3 +256,17 @@ async def raw_connect(
 
 def name(text: str) -> dns.name.Name:
     return dns.name.from_text(text)
+
+
+def published_contents(published: PublishedRecords) -> dict[str, Any]:
+    """Everything a snapshot holds, as plain values (RRsets rendered as text)."""
+    return {
+        "version": published.version,
+        "nodes": {
+            owner: {rdtype: rrset.to_text() for rdtype, rrset in node.items()}
+            for owner, node in published.nodes.items()
+        },
+        "ents": dict(published.empty_non_terminals.items()),
+        "certificates": dict(published.certificates.items()),
+        "tlsa": {owner: dict(counts) for owner, counts in published.tlsa.items()},
+    }

@@ -18,6 +18,7 @@ import dns.message
 import dns.name
 import pytest
 from doqkit import name, query
+from doqkit import published_contents as contents
 
 from trustchain.dns.authority import Authority
 from trustchain.dns.records import (
@@ -49,18 +50,6 @@ HOSTS = [
 
 def _names(hosts: list[str]) -> tuple[dns.name.Name, ...]:
     return tuple(name(f"{h}.trust.hypermesh.online.") for h in hosts)
-
-
-def contents(published: PublishedRecords) -> dict[str, Any]:
-    return {
-        "nodes": {
-            owner: {rdtype: rrset.to_text() for rdtype, rrset in node.items()}
-            for owner, node in published.nodes.items()
-        },
-        "ents": dict(published.empty_non_terminals.items()),
-        "certificates": dict(published.certificates.items()),
-        "tlsa": {owner: dict(counts) for owner, counts in published.tlsa.items()},
-    }
 
 
 def _normal(wire: bytes) -> tuple[Any, ...]:

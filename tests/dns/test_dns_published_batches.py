@@ -17,6 +17,7 @@ import dns.name
 import dns.rdatatype
 import pytest
 from doqkit import name, query
+from doqkit import published_contents as contents
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,20 +50,6 @@ def issued(cid: int, *hosts: str, key: str = "k") -> CertificateIssued:
         tuple(name(f"{h}.trust.hypermesh.online.") for h in hosts),
         hashlib.sha256(key.encode()).digest(),
     )
-
-
-def contents(published: PublishedRecords) -> dict[str, Any]:
-    """Everything a snapshot holds, as plain values (RRsets rendered as text)."""
-    return {
-        "version": published.version,
-        "nodes": {
-            owner: {rdtype: rrset.to_text() for rdtype, rrset in node.items()}
-            for owner, node in published.nodes.items()
-        },
-        "ents": dict(published.empty_non_terminals.items()),
-        "certificates": dict(published.certificates.items()),
-        "tlsa": {owner: dict(counts) for owner, counts in published.tlsa.items()},
-    }
 
 
 def crowded() -> Authority:
