@@ -34,7 +34,6 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -188,28 +187,22 @@ def measure_dns(published_count: int, runs: int) -> list[dict[str, Any]]:
 # --- checkpoint cosignatures -----------------------------------------------------------------
 
 
-@dataclass
-class _Edge:
-    size: int
-    root_hash: bytes
-
-    def root(self) -> bytes:
-        return self.root_hash
-
-
 def _cosign_harness(voters: Sequence[Any]) -> tuple[Any, Callable[[bytes], None]]:
     """An object with what `NodeApp._add_cosignature` reads, and that method bound to it."""
-    from trustchain.node.app import NodeApp
+    from trustchain.ct.checkpoint import CosignatureCollector
+    from trustchain.node.app import MAX_COSIG_PENDING, NodeApp
 
     total = sum(v.power for v in voters)
-    state = SimpleNamespace(edge=_Edge(0, b"\0" * 32))
     app = SimpleNamespace(
-        origin=ORIGIN,
-        state=state,
-        ca=SimpleNamespace(has_quorum=lambda power: 3 * power > 2 * total),
-        ctlog=SimpleNamespace(cosigned=None, cosignatures=None, size=0, root=b"\0" * 32),
+        ctlog=SimpleNamespace(cosigned=None, size=0, root=b"\0" * 32),
         _cosigned_at=-1,
-        _voters=list(voters),
+        _cosignatures=CosignatureCollector(
+            list(voters),
+            ORIGIN,
+            quorum=lambda power: 3 * power > 2 * total,
+            cosigned_size=-1,
+            max_pending=MAX_COSIG_PENDING,
+        ),
         _cosigned_changed=trio.Event(),
     )
     method = cast(Callable[[Any, Any], None], NodeApp._add_cosignature)
@@ -254,8 +247,7 @@ def measure_cosign(runs: int) -> dict[str, Any]:
     block_times, stale_times = [], []
     previous: bytes | None = None
     for size, root, notes in blocks:
-        app.state.edge = _Edge(size, root)  # the state and the CT store both reached it
-        app.ctlog.size, app.ctlog.root = size, root
+        app.ctlog.size, app.ctlog.root = size, root  # this validator's CT store reached it
         started = time.perf_counter()
         for note in notes:  # ours first (as _cosign does), then the peers'
             add(note)
