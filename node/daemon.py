@@ -23,6 +23,7 @@ is closed before the process exits with status 0.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -43,6 +44,13 @@ from trustchain.node.peer import PeerNetwork
 from trustchain.node.sdnotify import Notifier
 
 HEARTBEAT_INTERVAL = 1.0
+GC_THRESHOLDS = (20_000, 50, 100)
+"""Python's cycle collector, set for a node process (`main`).  A node's objects die by
+reference counting (the collections of a 45-second issuance bench found 0 to 96 cyclic
+objects each), so CPython's default (700, 10, 10) ran about 180 collections per node
+per bench for nothing, and one full collection mid-run stopped the event loop for 65 to
+160 ms.  With these, and the startup heap frozen once the node is ready, the bench saw
+5 young collections and no full one after startup; cycles are still collected."""
 STATUS_INTERVAL = 5.0
 HEALTHY_WITHIN = 30.0
 """The consensus loop must have turned within this many seconds for WATCHDOG=1."""
@@ -120,7 +128,14 @@ async def _readiness(
         ):
             break
         await trio.sleep(0.05)
-    log.info("node.ready", peers=sorted(network.connected_peers()), height=core.committed_height)
+    # What startup built (genesis, keys, the recovered state) lives as long as the node:
+    # moved out of the collector's generations, a full collection never walks it again.
+    gc.collect()
+    gc.freeze()
+    log.info(
+        "node.ready", peers=sorted(network.connected_peers()), height=core.committed_height,
+        gc_frozen=gc.get_freeze_count(),
+    )  # fmt: skip
     notifier.ready(_status(network, consensus))
     interval = notifier.watchdog_interval or STATUS_INTERVAL
     while True:
@@ -363,6 +378,7 @@ async def _open_app(
 
 
 def main(config: NodeConfig) -> int:
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         trio.run(run, config)
     except BaseExceptionGroup as group:
