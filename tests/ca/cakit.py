@@ -71,6 +71,18 @@ def require_softhsm() -> None:
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 
+CSR_KEYS = pytest.mark.parametrize(
+    "key",
+    [
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP384R1()),
+        ed25519.Ed25519PrivateKey.generate(),
+        rsa.generate_private_key(65537, 2048),
+    ],
+    ids=["p256", "p384", "ed25519", "rsa2048"],
+)
+"""Parametrizes a test over one subscriber key of each type a CSR may carry."""
+
 
 @dataclass
 class SoftCluster:

@@ -6,10 +6,19 @@ import dataclasses
 import datetime as dt
 
 import pytest
-from cakit import NOW, SoftCluster, issue, make_csr, scts_for, soft_cluster, validators_toml
+from cakit import (
+    CSR_KEYS,
+    NOW,
+    SoftCluster,
+    issue,
+    make_csr,
+    scts_for,
+    soft_cluster,
+    validators_toml,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 
 from trustchain.ct.precert import final_certificate_tbs, has_poison
@@ -41,16 +50,7 @@ async def cluster() -> SoftCluster:
 # --- CSR checks -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "key",
-    [
-        ec.generate_private_key(ec.SECP256R1()),
-        ec.generate_private_key(ec.SECP384R1()),
-        ed25519.Ed25519PrivateKey.generate(),
-        rsa.generate_private_key(65537, 2048),
-    ],
-    ids=["p256", "p384", "ed25519", "rsa2048"],
-)
+@CSR_KEYS
 def test_accepted_key_types(key: object) -> None:
     csr, _ = make_csr(["www.trust.example"], key)
     checked = check_csr(csr, POLICY)

@@ -14,7 +14,7 @@ import datetime as dt
 import secrets
 
 import pytest
-from cakit import NOW, SoftCluster, make_csr, soft_cluster
+from cakit import CSR_KEYS, NOW, SoftCluster, make_csr, soft_cluster
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -129,16 +129,7 @@ def _csr_verdict(data: bytes, *, fast: bool) -> object:
         return (type(exc).__name__, exc.check, str(exc))
 
 
-@pytest.mark.parametrize(
-    "key",
-    [
-        ec.generate_private_key(ec.SECP256R1()),
-        ec.generate_private_key(ec.SECP384R1()),
-        ed25519.Ed25519PrivateKey.generate(),
-        rsa.generate_private_key(65537, 2048),
-    ],
-    ids=["p256", "p384", "ed25519", "rsa2048"],
-)
+@CSR_KEYS
 def test_proof_of_possession_fast_path_gives_the_plain_verdict(key: object) -> None:
     der = _der_csr(["a.trust.example", "b.other.example"], key)
     assert _csr_verdict(der, fast=True) == _csr_verdict(der, fast=False)
