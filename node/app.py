@@ -413,18 +413,17 @@ class NodeApp:
         skip decoding its own issue operations (others would refuse them anyway)."""
         self._saved_cosigned: bytes | None = ctlog.cosigned
         """The cosigned checkpoint last written to ``ct/cosigned-checkpoint``."""
-        self._cosigned_at = (
-            parse_checkpoint(parse_note(ctlog.cosigned).text).size if ctlog.cosigned else -1
-        )
-        """Size of the latest cosigned checkpoint (-1: none yet)."""
         self._cosignatures = CosignatureCollector(
             self._voters,
             self.origin,
             quorum=ca.has_quorum,
-            cosigned_size=self._cosigned_at,
+            cosigned_size=(
+                parse_checkpoint(parse_note(ctlog.cosigned).text).size if ctlog.cosigned else -1
+            ),
             max_pending=MAX_COSIG_PENDING,
         )
-        """The validators' signatures over checkpoints, gathered until a quorum signed one."""
+        """The validators' signatures over checkpoints, gathered until a quorum signed one;
+        its `cosigned_size` is the size of `ctlog.cosigned` (-1: none yet)."""
 
     # --- recovery -----------------------------------------------------------------------
 
@@ -723,7 +722,6 @@ class NodeApp:
         if done is None:
             return
         self.ctlog.cosigned = done.note
-        self._cosigned_at = done.cosigned.checkpoint.size
         self._cosigned_changed.set()
         self._cosigned_changed = trio.Event()
 
@@ -885,7 +883,7 @@ class NodeApp:
             self._scts.pop(oid, None)
 
     def _cosigned_size(self) -> int:
-        return max(self._cosigned_at, 0)
+        return max(self._cosignatures.cosigned_size, 0)
 
     async def submit_and_wait(self, op: bytes, *, timeout: float = 30.0) -> int:
         """Submit a revoke (or other) operation; the committed height once it commits."""
