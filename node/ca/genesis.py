@@ -40,7 +40,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from trustchain.ct.checkpoint import RFC6962NoteVerifier, Voter
-from trustchain.ct.signer import PublicKey, log_id, spki_der
+from trustchain.ct.sct import LogKey
+from trustchain.ct.signer import PublicKey, spki_der
 from trustchain.node.ca.certbuild import BuildError
 from trustchain.node.ca.profiles import CACertificate, CAPolicy
 from trustchain.node.config import ConfigError, Key, check_table, read_toml
@@ -58,11 +59,19 @@ class LogValidator:
     """Its CT log key (ECDSA P-256), None if ``[ca.validators.NAME]`` is absent."""
     intermediates: tuple[CACertificate, ...] = ()
     """Its current intermediate CA certificates, oldest first."""
+    log_id: bytes | None = field(init=False, repr=False, compare=False)
+    """RFC 6962 section 3.2 LogID of its CT log key (None without one).  Derived
+    from ``log_key`` once: a node asks for it per validator per certificate."""
+    sct_key: LogKey | None = field(init=False, repr=False, compare=False)
+    """Its CT log key prepared for checking SCTs (``LogKey.verify``: every check of
+    ``verify_sct``), None without a key."""
 
-    @property
-    def log_id(self) -> bytes | None:
-        """RFC 6962 section 3.2 LogID of its CT log key."""
-        return log_id(self.log_key) if self.log_key is not None else None
+    def __post_init__(self) -> None:
+        # Derived fields of a frozen dataclass: set once here, left out of
+        # equality and hashing (they follow from log_key, which is compared).
+        key = LogKey(self.log_key) if self.log_key is not None else None
+        object.__setattr__(self, "sct_key", key)
+        object.__setattr__(self, "log_id", key.log_id if key is not None else None)
 
 
 @dataclass(frozen=True)
@@ -80,15 +89,18 @@ class CAGenesis:
     _by_log_id: dict[bytes, LogValidator] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _total_power: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for v in self.validators:
             if v.log_id is not None:
                 self._by_log_id[v.log_id] = v
+        # Asked at every quorum check (per certificate); the set never changes.
+        object.__setattr__(self, "_total_power", sum(v.power for v in self.validators))
 
     @property
     def total_power(self) -> int:
-        return sum(v.power for v in self.validators)
+        return self._total_power
 
     def checkpoint_voters(self, origin: str) -> list[Voter]:
         """The validators whose CT log keys cosign the checkpoints of the log `origin`."""

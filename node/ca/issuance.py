@@ -34,7 +34,6 @@ from trustchain.ct.sct import (
     SCTError,
     SignedCertificateTimestamp,
     sct_list_extension,
-    verify_sct,
 )
 from trustchain.ct.signer import PublicKey, Signer, spki_der
 from trustchain.node.ca import certbuild, der, names
@@ -391,14 +390,15 @@ def select_scts(
     rejected: list[tuple[int, str]] = []
     for i, sct in enumerate(scts):
         validator = genesis.validator_for_log_id(sct.log_id)
-        if validator is None or validator.log_key is None:
+        if validator is None or validator.sct_key is None:
             rejected.append((i, f"log id {sct.log_id.hex()[:16]}... is not a validator's CT log"))
             continue
         if validator.name in valid:
             rejected.append((i, f"a second SCT from validator {validator.name} (each counts once)"))
             continue
         try:
-            verify_sct(sct, entry, validator.log_key, key_log_id=sct.log_id)  # found by that log id
+            # verify_sct's checks, with the key prepared once per genesis.
+            validator.sct_key.verify(sct, entry)
         except SCTError as exc:
             rejected.append((i, f"SCT from validator {validator.name}: {exc}"))
             continue
