@@ -184,12 +184,17 @@ class RFC6962NoteSigner:
         self.key_id = rfc6962_key_id(name, signer.public_key())
         self._signer = signer
         self._timestamp = timestamp
+        self.tree_head_signature: DigitallySigned | None = None
+        """The STH signature the last ``sign`` made (what its note signature encodes
+        after the timestamp), for a caller that keeps the STH: no need to parse the
+        note it is in again."""
 
     async def sign(self, text: bytes) -> bytes:
         cp = parse_checkpoint(text.decode())
         if cp.extensions:
             raise CheckpointError("RFC 6962 signatures cannot cover extension lines")
         ds = await sign_tree_head(self._signer, self._timestamp, cp.size, cp.root_hash)
+        self.tree_head_signature = ds
         return encode_rfc6962_signature(self._timestamp, ds)
 
 

@@ -30,10 +30,8 @@ from trustchain.ct.checkpoint import (
     Checkpoint,
     RFC6962NoteSigner,
     RFC6962NoteVerifier,
-    decode_rfc6962_signature,
     sign_checkpoint,
 )
-from trustchain.ct.note import parse_note
 from trustchain.ct.sct import (
     DigitallySigned,
     EntryType,
@@ -124,14 +122,14 @@ def _wall_ms() -> int:
 
 async def _signed_checkpoint(
     signer: Signer, origin: str, size: int, root: bytes, timestamp: int
-) -> bytes:
-    return await sign_checkpoint(
-        Checkpoint(origin, size, root), [RFC6962NoteSigner(origin, signer, timestamp)]
-    )
-
-
-def _sth_signature(signed: bytes) -> tuple[int, DigitallySigned]:
-    return decode_rfc6962_signature(parse_note(signed).signatures[0].signature)
+) -> tuple[bytes, DigitallySigned]:
+    """The checkpoint note signed by this log alone, and the STH signature in it
+    (the note's one signature is ``timestamp`` and that, RFC 6962 section 3.5):
+    the caller keeps both without parsing the note it just made."""
+    note_signer = RFC6962NoteSigner(origin, signer, timestamp)
+    signed = await sign_checkpoint(Checkpoint(origin, size, root), [note_signer])
+    assert note_signer.tree_head_signature is not None  # sign_checkpoint signed once
+    return signed, note_signer.tree_head_signature
 
 
 class CTLog:
@@ -198,10 +196,13 @@ class CTLog:
         )
         if store.checkpoint is None:
             # A new log publishes the empty tree at once so that monitors can start.
-            signed = await _signed_checkpoint(signer, origin, 0, merkle.EMPTY_ROOT, _wall_ms())
+            timestamp = _wall_ms()
+            signed, signature = await _signed_checkpoint(
+                signer, origin, 0, merkle.EMPTY_ROOT, timestamp
+            )
             await trio.to_thread.run_sync(store.files.write_checkpoint, signed)
             store.checkpoint = signed
-            store.timestamp, store.signature = _sth_signature(signed)
+            store.timestamp, store.signature = timestamp, signature
         return cls(store, signer, origin, validator, params or LogParams())
 
     def close(self) -> None:
@@ -228,11 +229,11 @@ class CTLog:
             with trio.CancelScope(shield=True):
                 await self._publish(rnd)
 
-    async def _commit(self, rnd: Round) -> bytes:
+    async def _commit(self, rnd: Round) -> tuple[bytes, DigitallySigned]:
         """Steps 1-3 of the publishing order (sequencer.py), with the independent waits
-        overlapped; returns the signed checkpoint once it is durable and the round's
-        entries are indexed.  Raises the first failure (the checkpoint is then not
-        written unless every tile was durable)."""
+        overlapped; returns the signed checkpoint, and the STH signature in it, once it
+        is durable and the round's entries are indexed.  Raises the first failure (the
+        checkpoint is then not written unless every tile was durable)."""
         failures: list[Exception] = []
 
         async def guarded(step: Callable[[], Awaitable[None]]) -> None:
@@ -242,6 +243,7 @@ class CTLog:
                 failures.append(exc)
 
         signed = b""
+        signature: DigitallySigned | None = None
         staged: StagedCheckpoint | None = None
 
         async def index() -> None:
@@ -267,8 +269,8 @@ class CTLog:
             # Step 2, first half, while the tiles sync: sign (an HSM round trip)
             # and sync the checkpoint under a temporary name.  Crash here: the old
             # checkpoint stands; open_store removes the temporary file.
-            nonlocal signed, staged
-            signed = await _signed_checkpoint(
+            nonlocal signed, signature, staged
+            signed, signature = await _signed_checkpoint(
                 self._signer, self.origin, rnd.size, rnd.root, rnd.timestamp
             )
             staged = await trio.to_thread.run_sync(self._files.stage_checkpoint, signed)
@@ -293,12 +295,13 @@ class CTLog:
                 )
         if failures:
             raise failures[0]
-        return signed
+        assert signature is not None  # sign() succeeded, or there was a failure
+        return signed, signature
 
     async def _publish(self, rnd: Round) -> None:
         started = trio.current_time()
         try:
-            signed = await self._commit(rnd)
+            signed, signature = await self._commit(rnd)
         except Exception as exc:
             self._stopped = f"storage failure: {exc}"
             self._events.error("ct.round.failed", round=rnd.number, error=str(exc))
@@ -318,7 +321,8 @@ class CTLog:
         self._core.finish_round(rnd)
         self._reader.edge = rnd.edge
         self._checkpoint = signed
-        self._sth_timestamp, self._sth_signature = _sth_signature(signed)
+        # The note's one signature is the STH at the round's timestamp.
+        self._sth_timestamp, self._sth_signature = rnd.timestamp, signature
         for e in rnd.entries:
             self._resolve(e.ticket, (e.index, rnd.timestamp), None)
         self.metrics.rounds += 1
