@@ -237,6 +237,58 @@ class _Certificate:
     digest: bytes
 
 
+class _PublishedNode(Mapping[dns.rdatatype.RdataType, dns.rrset.RRset]):
+    """The RRsets published at one owner name (a `Node`), the TLSA one built when
+    first read.
+
+    Every validator applies every certificate's records, and few of them are
+    ever asked for, so a batch stores the TLSA digests and leaves the RRset
+    (rdata objects, their validation and hashing: about a third of an apply)
+    to the first query.  It is the RRset `_tlsa_rrset` makes from the digests,
+    whenever it is built; building it is the only write after construction,
+    and two threads reading it at once build equal RRsets (either may stay).
+    Types iterate in the order a dict of the same edits would keep them.
+    """
+
+    __slots__ = ("_digests", "_owner", "_rrsets", "_ttl")
+
+    def __init__(
+        self,
+        owner: dns.name.Name,
+        ttl: int,
+        rrsets: dict[dns.rdatatype.RdataType, dns.rrset.RRset | None],
+        digests: Mapping[bytes, int],
+    ) -> None:
+        self._owner = owner
+        self._ttl = ttl
+        self._rrsets = rrsets
+        """Type -> RRset; None for a TLSA RRset not built yet (from `_digests`)."""
+        self._digests = digests
+        """The TLSA digests to publish and their certificate counts (never edited)."""
+
+    def __getitem__(self, rdtype: dns.rdatatype.RdataType) -> dns.rrset.RRset:
+        rrset = self._rrsets[rdtype]
+        if rrset is None:
+            rrset = self._rrsets[rdtype] = _tlsa_rrset(self._owner, self._digests, self._ttl)
+        return rrset
+
+    def __contains__(self, rdtype: object) -> bool:
+        return rdtype in self._rrsets
+
+    def __iter__(self) -> Iterator[dns.rdatatype.RdataType]:
+        return iter(self._rrsets)
+
+    def __len__(self) -> int:
+        return len(self._rrsets)
+
+    def __repr__(self) -> str:
+        return f"_PublishedNode({dict(self.items())!r})"
+
+    def edits(self) -> dict[dns.rdatatype.RdataType, dns.rrset.RRset | None]:
+        """A copy of the RRsets by type (unbuilt TLSA as None), for the next snapshot."""
+        return dict(self._rrsets)
+
+
 @dataclass(frozen=True)
 class PublishedRecords:
     """One immutable snapshot of what the replicated state publishes.
@@ -244,7 +296,9 @@ class PublishedRecords:
     Do not construct directly; start from `empty` and `apply` changes.
     Nothing reachable from a snapshot is mutated after construction: the maps are
     persistent (`apply` shares their unchanged parts with the next snapshot), and
-    the small per-owner mappings inside them are replaced, never edited.
+    the small per-owner mappings inside them are replaced, never edited.  (One
+    exception that nobody can observe: a node's TLSA RRset is built from its
+    digests when first read, see `_PublishedNode`.)
     """
 
     origins: tuple[dns.name.Name, ...]
@@ -318,8 +372,11 @@ class _Builder:
         self.tlsa = base.tlsa.mutate()
         self.caa: dict[bytes, dns.rrset.RRset | None] = {}
         """Zone apex key -> its new CAA RRset (None: removed)."""
-        self.touched: dict[bytes, tuple[dns.name.Name, dns.name.Name | None]] = {}
-        """Owner key -> (the owner as first named in the batch, its zone if known)."""
+        self.touched: dict[
+            bytes, tuple[dns.name.Name, dns.name.Name | None, dns.name.Name | None]
+        ] = {}
+        """Owner key -> (the owner as first named in the batch, its zone if known, the
+        certificate's name it is ``_443._tcp.`` of if known)."""
 
     def change(self, change: Change) -> None:
         if isinstance(change, CertificateIssued):
@@ -347,7 +404,7 @@ class _Builder:
         digest = change.spki_sha256
         if not isinstance(digest, bytes) or len(digest) != 32:
             raise RecordError(f"certificate {cid}: spki_sha256 must be 32 bytes")
-        owners: dict[bytes, tuple[dns.name.Name, dns.name.Name]] = {}
+        owners: dict[bytes, tuple[dns.name.Name, dns.name.Name, dns.name.Name]] = {}
         for name in change.names:
             if not isinstance(name, dns.name.Name) or not name.is_absolute():
                 raise RecordError(f"certificate {cid}: {name!r} is not an absolute domain name")
@@ -360,14 +417,14 @@ class _Builder:
                 owner = _TLSA_PREFIX.concatenate(name)
             except dns.name.NameTooLong:
                 continue  # no such owner can exist; the name is too long for a TLSA record
-            owners.setdefault(name_key(owner), (owner, zone))  # the first spelling stays
-        self.certificates[cid] = _Certificate(tuple(owner for owner, _ in owners.values()), digest)
-        for key, (owner, zone) in owners.items():
+            owners.setdefault(name_key(owner), (owner, zone, name))  # the first spelling stays
+        self.certificates[cid] = _Certificate(tuple(v[0] for v in owners.values()), digest)
+        for key, (owner, zone, name) in owners.items():
             found = self.tlsa.entry(key)
             counts = dict(found[1]) if found is not None else {}
             counts[digest] = counts.get(digest, 0) + 1
             self.tlsa.set_entry(key, owner, counts)
-            self.touched.setdefault(key, (owner, zone))
+            self.touched.setdefault(key, (owner, zone, name))
 
     def revoke(self, change: CertificateRevoked) -> None:
         cert = self.certificates.pop(change.certificate_id, None)
@@ -383,7 +440,7 @@ class _Builder:
                 self.tlsa.set_entry(key, owner, counts)
             else:
                 self.tlsa.delete_entry(key)
-            self.touched.setdefault(key, (owner, None))
+            self.touched.setdefault(key, (owner, None, None))
 
     def set_caa(self, change: CaaPolicy) -> None:
         if change.zone not in self.base.origins:
@@ -400,20 +457,26 @@ class _Builder:
         self.caa[key] = (
             _caa_rrset(change.zone, change.records, self.base.ttl) if change.records else None
         )
-        self.touched.setdefault(key, (change.zone, None))
+        self.touched.setdefault(key, (change.zone, None, None))
 
     def build(self, version: int) -> PublishedRecords:
         base = self.base
         nodes = base.nodes.mutate()
         ents = base.empty_non_terminals.mutate()
-        for key, (owner, zone) in self.touched.items():
+        for key, (owner, zone, name) in self.touched.items():
             found = base.nodes.entry(key)
             old = found[1] if found is not None else None
             # A fresh dict: the old one belongs to `base` and may be in a reader's hands.
-            rrsets = dict(old) if old is not None else {}
+            rrsets: dict[dns.rdatatype.RdataType, dns.rrset.RRset | None]
+            if isinstance(old, _PublishedNode):
+                rrsets = old.edits()  # its TLSA RRset, built or not, is replaced below
+            else:
+                rrsets = dict(old) if old is not None else {}
             tlsa = self.tlsa.entry(key)
+            digests: Mapping[bytes, int] = {}
             if tlsa is not None and tlsa[1]:
-                rrsets[dns.rdatatype.TLSA] = _tlsa_rrset(owner, tlsa[1], base.ttl)
+                digests = tlsa[1]
+                rrsets[dns.rdatatype.TLSA] = None  # built from `digests` when first read
             else:
                 rrsets.pop(dns.rdatatype.TLSA, None)
             if self.caa and key in self.caa:
@@ -423,13 +486,13 @@ class _Builder:
                 else:
                     rrsets.pop(dns.rdatatype.CAA, None)
             if rrsets:
-                nodes.set_entry(key, owner, rrsets)
+                nodes.set_entry(key, owner, _PublishedNode(owner, base.ttl, rrsets, digests))
             elif old is not None:
                 nodes.delete_entry(key)
             if (old is not None) != bool(rrsets):
                 if zone is None:
                     zone = base.zone_of(owner)
-                _count_ancestors(ents, key, owner, zone, +1 if rrsets else -1)
+                _count_ancestors(ents, key, owner, zone, +1 if rrsets else -1, name)
         return PublishedRecords(
             origins=base.origins,
             version=version,
@@ -447,9 +510,12 @@ def _count_ancestors(
     owner: dns.name.Name,
     origin: dns.name.Name | None,
     delta: int,
+    name: dns.name.Name | None = None,
 ) -> None:
     """Add `delta` to the count of every name strictly between `owner` (keyed `key`)
-    and the label below `origin` (RFC 8020 empty non-terminals)."""
+    and the label below `origin` (RFC 8020 empty non-terminals).  `name`, if given,
+    is the owner without its ``_443._tcp`` labels: a new ancestor that is this
+    name is stored as that object (making a Name validates its labels again)."""
     if origin is None:
         return
     labels = owner.labels
@@ -461,6 +527,8 @@ def _count_ancestors(
             ents.delete_entry(key)
         elif found is not None:
             ents.set_entry(key, found[0], count)
+        elif depth == 2 and name is not None:
+            ents.set_entry(key, name, count)  # labels[2:], as given in the certificate
         else:
             ents.set_entry(key, dns.name.Name(labels[depth:]), count)
 
