@@ -270,9 +270,7 @@ class CTLog:
             # and sync the checkpoint under a temporary name.  Crash here: the old
             # checkpoint stands; open_store removes the temporary file.
             nonlocal signed, signature, staged
-            signed, signature = await _signed_checkpoint(
-                self._signer, self.origin, rnd.size, rnd.root, rnd.timestamp
-            )
+            signed, signature = await self._sign_tree(rnd.size, rnd.root, rnd.timestamp)
             staged = await trio.to_thread.run_sync(self._files.stage_checkpoint, signed)
 
         async def publish() -> None:
@@ -297,6 +295,12 @@ class CTLog:
             raise failures[0]
         assert signature is not None  # sign() succeeded, or there was a failure
         return signed, signature
+
+    async def _sign_tree(
+        self, size: int, root: bytes, timestamp: int
+    ) -> tuple[bytes, DigitallySigned]:
+        """A round's checkpoint signed by this log (an HSM round trip), and its STH signature."""
+        return await _signed_checkpoint(self._signer, self.origin, size, root, timestamp)
 
     async def _publish(self, rnd: Round) -> None:
         started = trio.current_time()

@@ -380,13 +380,14 @@ class ApiApp:
             raise _Refusal(405, "method_not_allowed", f"{method} {path} is not an endpoint")
         for prefix in ("/v1/status/", "/ca/v1/status/"):
             if path.startswith(prefix):
-                status, doc = self.public.status_response(path[len(prefix) :])
+                status, doc = await self.public.status_response(path[len(prefix) :])
                 if status == 200:
                     self._count("validate")
                     return status, doc
                 raise _Refusal(status, doc["error"], doc["message"])
         if path == "/v1/status":
-            return self._status_by_hash(scope.get("query_string", b"").decode(errors="replace"))
+            query = scope.get("query_string", b"").decode(errors="replace")
+            return await self._status_by_hash(query)
         if path == "/v1/crl":
             return 200, await self._crl()
         if path == "/metrics":
@@ -453,7 +454,7 @@ class ApiApp:
         self._count("revoke")
         return 200, {"serial": f"{serial:x}", "revoked": True, "height": height}
 
-    def _status_by_hash(self, query: str) -> tuple[int, Any]:
+    async def _status_by_hash(self, query: str) -> tuple[int, Any]:
         """``/v1/status?leaf_hash=HEX``: status by the certificate's RFC 6962 leaf hash."""
         key, _, value = query.partition("=")
         try:
@@ -465,7 +466,7 @@ class ApiApp:
         serial = self.app.state.by_leaf_hash.get(digest)
         if serial is None:
             raise _Refusal(404, "unknown_certificate", f"no certificate with leaf hash {value}")
-        status, doc = self.public.status_response(f"{serial:x}")
+        status, doc = await self.public.status_response(f"{serial:x}")
         self._count("validate")
         return status, doc
 

@@ -27,6 +27,7 @@ module's tasks, which never await while holding it half-updated.
 from __future__ import annotations
 
 import base64
+import collections
 import datetime as dt
 import hashlib
 import json
@@ -61,6 +62,7 @@ from trustchain.ct.checkpoint import (
 from trustchain.ct.merkle import EMPTY_ROOT
 from trustchain.ct.note import Note, NoteError, parse_note
 from trustchain.ct.sct import (
+    DigitallySigned,
     LogEntry,
     SignedCertificateTimestamp,
     issue_scts,
@@ -103,9 +105,14 @@ if TYPE_CHECKING:
     from trustchain.node.archive import Archiver
 
 FINAL_WAIT = 10.0
-"""Seconds the issuing node waits for an SCT quorum after its request committed."""
+"""Seconds the issuing node waits for an SCT quorum after its request committed, and
+then for a cosigned checkpoint that covers it."""
+SERVE_WAIT = 2.0
+"""Seconds a status lookup waits for this node's CT store to hold a cosigned entry."""
 BYZANTINE_ENV = "TRUSTCHAIN_TEST_BYZANTINE"
 """Test-only: comma-separated misbehaviours of a Byzantine validator process (see NodeApp)."""
+SLOW_STORE = 0.5
+"""Test-only ("slow-store"): how late each CT store round of such a process starts."""
 MAX_COSIG_AHEAD = 100_000
 """Checkpoint signatures for trees this much larger than ours are ignored."""
 MAX_COSIG_PENDING = 256
@@ -139,7 +146,13 @@ class ReplicatedLog(CTLog):
     """
 
     cosigned: bytes | None = None
-    """The latest checkpoint cosigned by more than 2/3 of the power."""
+    """The latest checkpoint cosigned by more than 2/3 of the power that this store
+    holds (what it serves, and proves inclusion against)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._presigned: dict[tuple[int, bytes, int], tuple[bytes, DigitallySigned]] = {}
+        """(size, root, timestamp) -> the checkpoint `sign_tree` signed, and its STH signature."""
 
     @classmethod
     async def open_replicated(
@@ -168,9 +181,21 @@ class ReplicatedLog(CTLog):
     def checkpoint(self) -> bytes:
         return self.cosigned or super().checkpoint()
 
-    def own_checkpoint(self) -> bytes:
-        """The checkpoint this log signed last (its own signature only)."""
-        return super().checkpoint()
+    async def sign_tree(self, size: int, root: bytes, timestamp: int) -> bytes:
+        """Sign the checkpoint of a committed tree now, before the round that stores it:
+        the round that publishes that tree takes this signature instead of asking the
+        HSM again."""
+        signed = await super()._sign_tree(size, root, timestamp)
+        self._presigned[(size, root, timestamp)] = signed
+        return signed[0]
+
+    async def _sign_tree(
+        self, size: int, root: bytes, timestamp: int
+    ) -> tuple[bytes, DigitallySigned]:
+        signed = self._presigned.pop((size, root, timestamp), None)
+        for key in [k for k in self._presigned if k[0] <= size]:
+            del self._presigned[key]  # trees this store is past (none in order)
+        return signed if signed is not None else await super()._sign_tree(size, root, timestamp)
 
     async def append(self, entries: Sequence[LoggedEntry], timestamp: int, root: bytes) -> None:
         """Log a committed block's entries; raise if the result is not the agreed tree."""
@@ -388,7 +413,8 @@ class NodeApp:
         self.byzantine = byzantine
         """Test-only misbehaviour (BYZANTINE_ENV): "bad-scts" signs SCTs for the wrong
         leaf, "accept-invalid" proposes and votes for requests that fail validation,
-        "equivocate" signs two proposals per round (trustchain.node.state.AppCore)."""
+        "equivocate" signs two proposals per round (trustchain.node.state.AppCore);
+        and one fault, "slow-store": each CT store round starts SLOW_STORE seconds late."""
         self._nursery: trio.Nursery | None = None
         self._cosigned_changed = trio.Event()
         """Set (and replaced) whenever the cosigned checkpoint advances."""
@@ -411,17 +437,24 @@ class NodeApp:
         skip decoding its own issue operations (others would refuse them anyway)."""
         self._saved_cosigned: bytes | None = ctlog.cosigned
         """The cosigned checkpoint last written to ``ct/cosigned-checkpoint``."""
+        served = parse_checkpoint(parse_note(ctlog.cosigned).text).size if ctlog.cosigned else -1
         self._cosignatures = CosignatureCollector(
             self._voters,
             self.origin,
             quorum=ca.has_quorum,
-            cosigned_size=(
-                parse_checkpoint(parse_note(ctlog.cosigned).text).size if ctlog.cosigned else -1
-            ),
+            cosigned_size=served,
             max_pending=MAX_COSIG_PENDING,
         )
         """The validators' signatures over checkpoints, gathered until a quorum signed one;
-        its `cosigned_size` is the size of `ctlog.cosigned` (-1: none yet)."""
+        its `cosigned_size` is the size of `_latest_cosigned` (-1: none yet)."""
+        self._latest_cosigned: bytes | None = ctlog.cosigned
+        """The latest checkpoint a quorum cosigned (what an issuance answer carries)."""
+        self._unserved: collections.deque[tuple[int, bytes]] = collections.deque()
+        """(size, note) of cosigned checkpoints larger than this node's CT store, oldest first."""
+        self._served_size = served
+        """The size of `ctlog.cosigned`, the cosigned checkpoint this node serves."""
+        self._served_changed = trio.Event()
+        """Set (and replaced) whenever `ctlog.cosigned` advances."""
 
     # --- recovery -----------------------------------------------------------------------
 
@@ -629,7 +662,13 @@ class NodeApp:
                     batch.append(self._applied.receive_nowait())
                 except trio.WouldBlock:
                     break
-            # Recorded first: a crash after this re-appends the entries at restart.
+            # The committed trees' cosignatures first: the issuing node answers once
+            # a quorum signed one that covers its entry, and nothing else done here
+            # for these blocks is on that path.
+            for _, applied in batch:
+                if applied.entries:
+                    await self._cosign(applied)
+            # Recorded next: a crash after this re-appends the entries at restart.
             # On the event loop: without an fsync (see AppliedStore) the insert is
             # cheaper than the two thread hand-offs a worker thread would cost.
             started = time.monotonic()
@@ -641,8 +680,10 @@ class NodeApp:
     async def _carry_out(self, block: Block, applied: Applied, recorded: float) -> None:
         started = time.monotonic()
         if applied.entries:
+            if "slow-store" in self.byzantine:
+                await trio.sleep(SLOW_STORE)
             await self.ctlog.append(applied.entries, block.timestamp, applied.edge.root())
-            await self._cosign(applied)
+            self._serve_cosigned()
         logged = time.monotonic() - started
         if self.authority is not None and applied.dns:
             self._apply_dns(applied)
@@ -667,21 +708,15 @@ class NodeApp:
     # --- cosigned checkpoints -------------------------------------------------------------
 
     async def _cosign(self, applied: Applied) -> None:
-        # The store just signed exactly this checkpoint (same origin, size, root and
-        # timestamp: the block's) with this validator's CT log key: that is our
-        # cosignature, so the HSM is not asked twice.
-        note = self.ctlog.own_checkpoint()
-        parsed = parse_note(note)
-        cp = parse_checkpoint(parsed.text)
-        root = applied.edge.root()
-        if (cp.size, cp.root_hash) != (applied.edge.size, root):
-            checkpoint = Checkpoint(self.origin, applied.edge.size, root)
-            note = await sign_checkpoint(
-                checkpoint, [RFC6962NoteSigner(self.origin, self.log_signer, applied.timestamp)]
-            )
-            parsed = parse_note(note)
+        """Sign the tree a block committed at once, before this node's CT store round.
+
+        The block is durable already: every validator that voted for it persisted it
+        with fsync first, and a restarted node re-appends committed blocks to its store.
+        The store round that follows takes this signature for its own checkpoint.
+        """
+        note = await self.ctlog.sign_tree(applied.edge.size, applied.edge.root(), applied.timestamp)
         self.send(None, {"type": "cosig", "note": note})
-        self._add_cosignature(parsed)  # parsed once, here
+        self._add_cosignature(note)
 
     async def _rebroadcast(self) -> None:
         """Send the latest cosigned checkpoint now and then: a validator that was down
@@ -709,19 +744,32 @@ class NodeApp:
                 note = parse_note(note)
             except NoteError:
                 return
-        # Completed only up to what this node's own CT store has published: the
-        # cosigned checkpoint is what its status answers prove inclusion against and
-        # what it serves on 6962, and peers often finish their store round first
-        # (a larger one waits for this node's own cosignature of it).
-        log = self.ctlog
+        # Completed up to the tree this node committed (a larger one waits for its
+        # own cosignature of it); served once its own CT store holds it.
+        edge = self.state.edge
         done = self._cosignatures.add(
-            note, size=log.size, root=lambda: log.root, max_ahead=MAX_COSIG_AHEAD
+            note, size=edge.size, root=edge.root, max_ahead=MAX_COSIG_AHEAD
         )
         if done is None:
             return
-        self.ctlog.cosigned = done.note
+        self._latest_cosigned = done.note
+        self._unserved.append((done.cosigned.checkpoint.size, done.note))
+        self._serve_cosigned()
         self._cosigned_changed.set()
         self._cosigned_changed = trio.Event()
+
+    def _serve_cosigned(self) -> None:
+        """Serve the largest cosigned checkpoint this node's CT store holds: its status
+        answers prove inclusion against it, and its 6962 checkpoint must not run ahead
+        of its tiles (peers often finish their store round first)."""
+        served = None
+        while self._unserved and self._unserved[0][0] <= self.ctlog.size:
+            served = self._unserved.popleft()
+        if served is None:
+            return
+        self._served_size, self.ctlog.cosigned = served
+        self._served_changed.set()
+        self._served_changed = trio.Event()
 
     def cosigned_checkpoint(self) -> str:
         return (self.ctlog.cosigned or b"").decode()
@@ -853,22 +901,20 @@ class NodeApp:
                     "timeout", f"not issued within {timeout:g} s; retry later", 503
                 )
             result = pending.result
-            # Nothing is acknowledged before this node's CT store holds it durably.
+            # The client wants a checkpoint that covers its leaf, signed by a quorum:
+            # validators holding more than 2/3 of the power vouch for the entry (and
+            # the committed block is on disk at a quorum), whether or not this node's
+            # own CT store round for it has finished.
             with trio.move_on_after(FINAL_WAIT):
-                while self.applied_height < result.height:
-                    await self._applied_changed.wait()
-            if self.applied_height < result.height:
-                raise RequestRefused(
-                    "timeout", "issued, but not yet durable in this node's log; retry later", 503
-                )
-            pending.stages["logged"] = time.monotonic()
-            # The client wants a cosigned checkpoint that covers its leaf.
-            with trio.move_on_after(FINAL_WAIT):
-                while self._cosigned_size() <= result.leaf_index:
+                while self._cosignatures.cosigned_size <= result.leaf_index:
                     await self._cosigned_changed.wait()
-            result.checkpoint = self.cosigned_checkpoint()
+            if self._cosignatures.cosigned_size <= result.leaf_index:
+                raise RequestRefused(
+                    "timeout", "issued, but no cosigned checkpoint covers it yet; retry later", 503
+                )
+            result.checkpoint = (self._latest_cosigned or b"").decode()
             # Where the time went: submitted -> committed -> final certificate signed
-            # -> in this node's CT store -> covered by a cosigned checkpoint.
+            # -> covered by a cosigned checkpoint.
             pending.stages["cosigned"] = time.monotonic()
             self.log.info(
                 "app.issued", serial=f"{precert.serial:x}", leaf_index=result.leaf_index,
@@ -880,8 +926,16 @@ class NodeApp:
             del self._pending[oid]
             self._scts.pop(oid, None)
 
-    def _cosigned_size(self) -> int:
-        return max(self._cosignatures.cosigned_size, 0)
+    async def wait_served(self, serial: int) -> None:
+        """Wait (at most SERVE_WAIT) until this node serves a cosigned checkpoint covering
+        `serial`'s entry, when a quorum cosigned one already: an issuing node answers
+        once the tree is cosigned, possibly before its own store round finished."""
+        record = self.state.certificates.get(serial)
+        if record is None:
+            return
+        with trio.move_on_after(SERVE_WAIT):
+            while self._served_size <= record.leaf_index < self._cosignatures.cosigned_size:
+                await self._served_changed.wait()
 
     async def submit_and_wait(self, op: bytes, *, timeout: float = 30.0) -> int:
         """Submit a revoke (or other) operation; the committed height once it commits."""
@@ -905,7 +959,7 @@ class NodeApp:
             raise RequestRefused("not_committed", error or "not committed", 503)
         # Wait until this node applied it, so that status answers reflect it.
         while self.applied_height < height:
-            await trio.sleep(0.01)
+            await self._applied_changed.wait()
         return height
 
     def status(self, serial: int) -> dict[str, Any] | None:
@@ -914,7 +968,7 @@ class NodeApp:
         if record is None:
             return None
         note = self.cosigned_checkpoint()
-        size = self._cosigned_size()
+        size = self._served_size
         proof: list[str] = []
         if record.leaf_index < size:
             # The state knows the index: no lookup of the leaf hash in the CT index.
@@ -962,7 +1016,7 @@ class PublicApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/ca/v1/status/"):
-            status, doc = self.status_response(scope["path"][len("/ca/v1/status/") :])
+            status, doc = await self.status_response(scope["path"][len("/ca/v1/status/") :])
             body = json.dumps(doc).encode()
             await send(
                 {
@@ -978,13 +1032,14 @@ class PublicApp:
             return
         await self.ct(scope, receive, send)
 
-    def status_response(self, text: str) -> tuple[int, dict[str, Any]]:
+    async def status_response(self, text: str) -> tuple[int, dict[str, Any]]:
         try:
             serial = int(text, 16)
             if not 0 < serial < 2**160 or text != f"{serial:x}":
                 raise ValueError
         except ValueError:
             return 400, {"error": "bad_serial", "message": "serial must be lowercase hex"}
+        await self.app.wait_served(serial)
         doc = self.app.status(serial)
         if doc is None:
             return 404, {"error": "unknown_serial", "message": f"no certificate {serial:x}"}

@@ -9,6 +9,7 @@ import base64
 import datetime as dt
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -156,3 +157,23 @@ async def issue_op(
             int(not_after.timestamp()),
         )
     )
+
+
+def issued_leaf_hash(doc: dict[str, Any]) -> bytes:
+    """The RFC 6962 leaf hash of a certificate from an issuance answer (the certificate,
+    its intermediate, an SCT's timestamp and the leaf index), as a monitor computes it."""
+    from trustchain.ct.merkle import leaf_hash
+    from trustchain.ct.precert import final_certificate_tbs, issuer_key_hash
+    from trustchain.ct.sct import (
+        EntryType,
+        LogEntry,
+        TimestampedEntry,
+        leaf_index_extensions,
+        merkle_tree_leaf,
+    )
+
+    der, issuer = (base64.b64decode(c) for c in doc["chain"][:2])
+    entry = LogEntry(EntryType.PRECERT, final_certificate_tbs(der), issuer_key_hash(issuer))
+    extensions = leaf_index_extensions(doc["leaf_index"])
+    timestamp = doc["scts"][0]["timestamp"]
+    return leaf_hash(merkle_tree_leaf(TimestampedEntry(timestamp, entry, extensions)))

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clusterkit import issued_leaf_hash
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trustchain.ct.checkpoint import parse_checkpoint
 from trustchain.ct.devcerts import make_tls_server
+from trustchain.ct.merkle import verify_inclusion
 from trustchain.ct.note import parse_note
 from trustchain.node.cli import main
 from trustchain.node.cli_cert import (
@@ -115,28 +117,6 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     assert set(statuses.values()) <= {0, -signal.SIGKILL}, statuses
 
 
-def _leaf_hash(cert: x509.Certificate, doc: dict[str, Any]) -> bytes:
-    """The RFC 6962 leaf hash of an issued certificate, from the certificate alone."""
-    from cryptography.hazmat.primitives import serialization
-
-    from trustchain.ct.merkle import leaf_hash
-    from trustchain.ct.precert import final_certificate_tbs, issuer_key_hash
-    from trustchain.ct.sct import (
-        EntryType,
-        LogEntry,
-        TimestampedEntry,
-        leaf_index_extensions,
-        merkle_tree_leaf,
-    )
-
-    der = cert.public_bytes(serialization.Encoding.DER)
-    issuer = base64.b64decode(doc["chain"][1])
-    entry = LogEntry(EntryType.PRECERT, final_certificate_tbs(der), issuer_key_hash(issuer))
-    sct = doc["scts"][0]
-    extensions = leaf_index_extensions(doc["leaf_index"])
-    return leaf_hash(merkle_tree_leaf(TimestampedEntry(sct["timestamp"], entry, extensions)))
-
-
 def _verify(run: Running, pem: Path, node: str = "v2") -> int:
     return main(
         [
@@ -180,10 +160,18 @@ def test_issue_verify_and_identical_logs(
     assert parse_checkpoint(parse_note(doc["checkpoint"]).text).size > doc["leaf_index"]
     assert _verify(running, pem) == 0
     assert "inclusion     leaf" in capsys.readouterr().out
+    # Right after the answer every node's status proves the entry's inclusion in a
+    # cosigned checkpoint: the answer waited for a quorum's cosignatures, not for the
+    # nodes' CT stores, and a lookup waits for its node's store to catch up.
+    leaf = issued_leaf_hash(doc)
+    for node in running.endpoints:
+        status = json.loads(running.ct_get(node, f"/ca/v1/status/{doc['serial']}"))
+        cp = parse_checkpoint(parse_note(status["checkpoint"]).text)
+        proof = [base64.b64decode(h) for h in status["inclusion_proof"]]
+        verify_inclusion(doc["leaf_index"], cp.size, leaf, proof, cp.root_hash)
     # Status by serial and by the certificate's leaf hash, from another node.
     by_serial = running.client("v2").call("GET", f"/v1/status/{doc['serial']}")
     assert by_serial["revoked"] is False and by_serial["leaf_index"] == doc["leaf_index"]
-    leaf = _leaf_hash(cert, doc)
     by_hash = running.client("v2").call("GET", f"/v1/status?leaf_hash={leaf.hex()}")
     assert by_hash == by_serial
     with pytest.raises(ApiError) as unknown:

@@ -23,9 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from trustchain.consensus.core import Evidence, evidence_operation
 from trustchain.consensus.messages import Block, genesis_block, make_block, vote_digest
 from trustchain.consensus.validators import Member, ValidatorSet
+from trustchain.ct.checkpoint import parse_checkpoint
 from trustchain.ct.merkle import MemoryTree, verify_inclusion
+from trustchain.ct.note import parse_note
 from trustchain.ct.sct import issue_sct, leaf_index_extensions, verify_sct
+from trustchain.ct.signer import PublicKey, Signer
 from trustchain.dns.records import CertificateIssued, CertificateRevoked
+from trustchain.node.app import ReplicatedLog
 from trustchain.node.ca.genesis import load_ca_genesis
 from trustchain.node.config import load_genesis
 from trustchain.node.state import (
@@ -267,3 +271,52 @@ def test_published_records_match_the_precertificate(world: World) -> None:
         record = state.certificates[precert.serial_number]
         assert record.leaf_hash == leaf_hash(merkle_tree_leaf(entry.leaf.entry))
         assert state.by_leaf_hash[record.leaf_hash] == precert.serial_number
+
+
+class _CountingSigner:
+    """A CT log signer that counts its signatures (the HSM round trips a node makes)."""
+
+    def __init__(self, inner: Signer) -> None:
+        self.inner, self.calls = inner, 0
+
+    def public_key(self) -> PublicKey:
+        return self.inner.public_key()
+
+    async def sign(self, message: bytes) -> bytes:
+        self.calls += 1
+        return await self.inner.sign(message)
+
+
+def test_the_store_round_takes_the_signature_made_at_commit(world: World, tmp_path: Path) -> None:
+    """A validator cosigns a committed tree before its CT store round; the round's own
+    checkpoint reuses that signature instead of asking the HSM again."""
+    state = world.state()
+    b1 = _block(state, _genesis(state), (world.op(),))
+    first = state.apply(b1)
+    b2 = _block(state, b1, (world.op(),))
+    second = state.apply(b2)
+    signer = _CountingSigner(world.ca.logs["v1"])
+
+    async def run() -> None:
+        log = await ReplicatedLog.open_replicated(tmp_path / "ct", signer, "trust.example/log")
+        assert signer.calls == 1  # the empty tree, once, when the store is new
+        size, root = first.edge.size, first.edge.root()
+
+        # A tree this store never reaches is not used, and is forgotten once passed.
+        await log.sign_tree(size, b"\x01" * 32, first.timestamp)
+        note = await log.sign_tree(size, root, first.timestamp)
+        assert signer.calls == 3
+        await log.append(first.entries, first.timestamp, root)
+        assert signer.calls == 3
+        assert log.checkpoint() == note  # no cosigned checkpoint yet: its own
+        assert log.size == size and log.root == root
+        cp = parse_checkpoint(parse_note(note).text)
+        assert (cp.size, cp.root_hash) == (size, root)
+
+        # Without a signature made beforehand, the round signs its checkpoint itself.
+        await log.append(second.entries, second.timestamp, second.edge.root())
+        assert signer.calls == 4
+        assert log.size == second.edge.size
+        log.close()
+
+    trio.run(run)
