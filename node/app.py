@@ -107,6 +107,8 @@ if TYPE_CHECKING:
 FINAL_WAIT = 10.0
 """Seconds the issuing node waits for an SCT quorum after its request committed, and
 then for a cosigned checkpoint that covers it."""
+STORE_AFTER_COSIGNED = 0.05
+"""Seconds a CT store round waits at most for a quorum to cosign its tree first."""
 SERVE_WAIT = 2.0
 """Seconds a status lookup waits for this node's CT store to hold a cosigned entry."""
 BYZANTINE_ENV = "TRUSTCHAIN_TEST_BYZANTINE"
@@ -403,6 +405,7 @@ class NodeApp:
         self.validity_days = validity_days
         self.store = AppliedStore(data_dir / "state.db")
         self._applied_send, self._applied = trio.open_memory_channel[tuple[Block, Applied]](2**20)
+        self._to_cosign_send, self._to_cosign = trio.open_memory_channel[Applied](2**20)
         self._votes_send, self._votes = trio.open_memory_channel[Block](4096)
         self._pending: dict[bytes, _Pending] = {}
         # op id -> validator name -> SCT; SCTs for requests this node issues.
@@ -529,6 +532,8 @@ class NodeApp:
                 pending.committed = (block.height, block.timestamp, leaf_index_of(index) or 0)
                 pending.stages["committed"] = time.monotonic()
                 self._try_final_soon(e.op_id)
+        if applied.entries:
+            self._to_cosign_send.send_nowait(applied)
         self._applied_send.send_nowait((block, applied))
         if self.on_snapshot is not None and block.height % self.snapshot_every == 0:
             self.on_snapshot(
@@ -593,6 +598,7 @@ class NodeApp:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._sign_scts)
+                nursery.start_soon(self._cosign_loop)
                 nursery.start_soon(self._apply_loop)
                 nursery.start_soon(self._rebroadcast)
                 nursery.start_soon(self._precompute_discriminants)
@@ -662,18 +668,19 @@ class NodeApp:
                     batch.append(self._applied.receive_nowait())
                 except trio.WouldBlock:
                     break
-            # The committed trees' cosignatures first: the issuing node answers once
-            # a quorum signed one that covers its entry, and nothing else done here
-            # for these blocks is on that path.
-            for _, applied in batch:
-                if applied.entries:
-                    await self._cosign(applied)
-            # Recorded next: a crash after this re-appends the entries at restart.
+            # Recorded first: a crash after this re-appends the entries at restart.
             # On the event loop: without an fsync (see AppliedStore) the insert is
             # cheaper than the two thread hand-offs a worker thread would cost.
             started = time.monotonic()
             self.store.add_many([b for b, _ in batch])
             recorded = time.monotonic() - started
+            # The store rounds wait (briefly) until a quorum cosigned these trees: the
+            # issuing node answers then, and until then every validator's CPU is
+            # better spent on the cosignatures and the final certificate.
+            last = max((a.edge.size for _, a in batch if a.entries), default=-1)
+            with trio.move_on_after(STORE_AFTER_COSIGNED):
+                while self._cosignatures.cosigned_size < last:
+                    await self._cosigned_changed.wait()
             for block, applied in batch:
                 await self._carry_out(block, applied, recorded)
 
@@ -706,6 +713,12 @@ class NodeApp:
             self.log.warning("app.dns_refused", height=applied.height, error=str(exc))
 
     # --- cosigned checkpoints -------------------------------------------------------------
+
+    async def _cosign_loop(self) -> None:
+        # Apart from the apply loop, so that a block's cosignature never waits behind
+        # the CT store round of the block before it.
+        async for applied in self._to_cosign:
+            await self._cosign(applied)
 
     async def _cosign(self, applied: Applied) -> None:
         """Sign the tree a block committed at once, before this node's CT store round.
