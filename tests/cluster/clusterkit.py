@@ -9,6 +9,7 @@ import base64
 import datetime as dt
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -28,6 +29,7 @@ from trustchain.node.ca.genesis import ca_section_toml
 from trustchain.node.ca.issuance import PrecertRequest, check_csr, issue_precertificate
 from trustchain.node.ca.profiles import CACertificate, CAPolicy
 from trustchain.node.ca.schemes import SignatureScheme, SoftwareCASigner
+from trustchain.node.localcluster import LocalCluster, create_full_cluster
 from trustchain.node.state import IssueRequest, encode_issue, request_hash
 
 TEST_POLICY = Policy(
@@ -177,3 +179,20 @@ def issued_leaf_hash(doc: dict[str, Any]) -> bytes:
     extensions = leaf_index_extensions(doc["leaf_index"])
     timestamp = doc["scts"][0]["timestamp"]
     return leaf_hash(merkle_tree_leaf(TimestampedEntry(timestamp, entry, extensions)))
+
+
+def start_with_faults(d: Path, faulty: str, modes: str, *, consensus: str = "") -> LocalCluster:
+    """Four validators in `d`, ready, whose `faulty` one runs the test-only `modes`
+    (trustchain.node.app.BYZANTINE_ENV, comma-separated).  The caller stops it."""
+    from trustchain.node.app import BYZANTINE_ENV
+
+    cluster = create_full_cluster(d, 4, consensus=consensus)
+    for node in cluster.nodes:
+        node.start(env={BYZANTINE_ENV: modes} if node.name == faulty else None)
+    if not cluster.wait(
+        lambda ev: all(any(e.get("event") == "node.ready" for e in evs) for evs in ev.values()),
+        60,
+    ):
+        cluster.stop()
+        raise AssertionError(f"the cluster in {d} was not ready within 60 s")
+    return cluster

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from clusterkit import start_with_faults
 
 from trustchain.consensus.proofs.codec import decode_bundle
-from trustchain.node.app import BYZANTINE_ENV
 from trustchain.node.cli import main
 from trustchain.node.cli_cert import (
     ApiClient,
@@ -26,7 +26,7 @@ from trustchain.node.cli_cert import (
     make_key_and_csr,
     request_certificate,
 )
-from trustchain.node.localcluster import create_full_cluster, load_endpoints
+from trustchain.node.localcluster import load_endpoints
 
 pytestmark = pytest.mark.slow
 ZONE = "trust.hypermesh.online"
@@ -34,15 +34,8 @@ ZONE = "trust.hypermesh.online"
 
 def test_one_byzantine_validator(tmp_path: Path) -> None:
     d = tmp_path / "c"
-    cluster = create_full_cluster(d, 4, consensus="round_timeout = 0.3")
-    for node in cluster.nodes:
-        env = {BYZANTINE_ENV: "bad-scts,accept-invalid"} if node.name == "v4" else None
-        node.start(env=env)
+    cluster = start_with_faults(d, "v4", "bad-scts,accept-invalid", consensus="round_timeout = 0.3")
     try:
-        assert cluster.wait(
-            lambda ev: all(any(e.get("event") == "node.ready" for e in evs) for evs in ev.values()),
-            60,
-        )
         account = load_account(d / "accounts" / "demo.key")
         plot = d / "accounts" / "demo.plot"
 
@@ -94,14 +87,8 @@ def test_one_byzantine_validator(tmp_path: Path) -> None:
 
 def test_equivocating_leader_is_caught_and_issuance_goes_on(tmp_path: Path) -> None:
     d = tmp_path / "c"
-    cluster = create_full_cluster(d, 4, consensus="round_timeout = 0.3")
-    for node in cluster.nodes:
-        node.start(env={BYZANTINE_ENV: "equivocate"} if node.name == "v4" else None)
+    cluster = start_with_faults(d, "v4", "equivocate", consensus="round_timeout = 0.3")
     try:
-        assert cluster.wait(
-            lambda ev: all(any(e.get("event") == "node.ready" for e in evs) for evs in ev.values()),
-            60,
-        )
         # v4 signs two proposals in each of its rounds: every honest node sees both,
         # submits the evidence, and the committed evidence names v4 everywhere.
         deadline = time.monotonic() + 30

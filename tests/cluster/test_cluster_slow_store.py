@@ -14,19 +14,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clusterkit import issued_leaf_hash
+from clusterkit import issued_leaf_hash, start_with_faults
 
 from trustchain.ct.checkpoint import parse_checkpoint
 from trustchain.ct.merkle import verify_inclusion
 from trustchain.ct.note import parse_note
-from trustchain.node.app import BYZANTINE_ENV
 from trustchain.node.cli_cert import (
     cluster_client,
     load_account,
     make_key_and_csr,
     request_certificate,
 )
-from trustchain.node.localcluster import create_full_cluster, load_endpoints
+from trustchain.node.localcluster import load_endpoints
 
 pytestmark = pytest.mark.slow
 ZONE = "trust.hypermesh.online"
@@ -34,14 +33,8 @@ ZONE = "trust.hypermesh.online"
 
 def test_answer_before_the_slow_store_and_status_waits_for_it(tmp_path: Path) -> None:
     d = tmp_path / "c"
-    cluster = create_full_cluster(d, 4)
-    for node in cluster.nodes:
-        node.start(env={BYZANTINE_ENV: "slow-store"} if node.name == "v1" else None)
+    cluster = start_with_faults(d, "v1", "slow-store")
     try:
-        assert cluster.wait(
-            lambda ev: all(any(e.get("event") == "node.ready" for e in evs) for evs in ev.values()),
-            60,
-        )
         account = load_account(d / "accounts" / "demo.key")
         _, csr = make_key_and_csr([f"slow.{ZONE}"])
         plot = d / "accounts" / "demo.plot"

@@ -347,7 +347,9 @@ async def test_lossy_path_still_delivers_everything_in_order(tmp_path: Path) -> 
             assert [m["i"] for _, m in to_b] == list(range(count))
             assert [m["j"] for _, m in to_a] == list(range(count))
             nursery.cancel_scope.cancel()
-    assert relay.dropped > 20  # the path really was lossy
+    # The path really was lossy: a tenth of some 250 datagrams (their number depends on
+    # how the sends batch, so the seed does not fix it; 20 drops happened in CI).
+    assert relay.dropped >= 5, relay
 
 
 async def test_cancelling_the_network_leaves_no_tasks(tmp_path: Path) -> None:
