@@ -25,7 +25,7 @@ from trustchain.ct._tls import DecodeError, Reader
 from trustchain.ct.merkle import HASH_SIZE
 from trustchain.ct.note import NoteError, NoteSignature, NoteVerifier
 from trustchain.ct.sct import DigitallySigned, SCTError, sign_tree_head, verify_tree_head
-from trustchain.ct.signer import PublicKey, Signer, remembered_log_id, spki_der
+from trustchain.ct.signer import PublicKey, Signer, log_id, spki_der
 
 
 class CheckpointError(ValueError):
@@ -90,12 +90,8 @@ def parse_checkpoint(text: str) -> Checkpoint:
 
 
 def rfc6962_key_id(name: str, public_key: PublicKey) -> int:
-    """static-ct-api: SHA-256(name || 0x0A || 0x05 || LogID)[:4].
-
-    A log signs a checkpoint per committed block with the same key object: its
-    LogID is remembered for that object (``remembered_log_id``).
-    """
-    return note.key_id(name, bytes([note.ALG_RFC6962]) + remembered_log_id(public_key))
+    """static-ct-api: SHA-256(name || 0x0A || 0x05 || LogID)[:4]."""
+    return note.key_id(name, bytes([note.ALG_RFC6962]) + log_id(public_key))
 
 
 def encode_rfc6962_signature(timestamp: int, ds: DigitallySigned) -> bytes:

@@ -136,44 +136,6 @@ def log_id(public_key: PublicKey) -> bytes:
     return hashlib.sha256(spki_der(public_key)).digest()
 
 
-_MAX_REMEMBERED = 64
-_remembered: dict[int, tuple[PublicKey, bytes, bytes]] = {}
-"""id(key) -> (the key, its DER SPKI, its LogID), for long-lived keys.
-
-Key objects are neither hashable nor weakly referenceable, so they are found by
-identity; the entry holds the key, so its id cannot name another object while
-the entry exists.  Signers hand out one key object for their lifetime, so a
-node's few keys stay here; at ``_MAX_REMEMBERED`` keys it starts again.  Any
-thread may use it: every entry is complete when stored, and an entry is used
-only if it holds the very key asked about."""
-
-
-def _facts(public_key: PublicKey) -> tuple[PublicKey, bytes, bytes]:
-    found = _remembered.get(id(public_key))
-    if found is None or found[0] is not public_key:
-        spki = spki_der(public_key)
-        found = (public_key, spki, hashlib.sha256(spki).digest())
-        if len(_remembered) >= _MAX_REMEMBERED:
-            _remembered.clear()
-        _remembered[id(public_key)] = found
-    return found
-
-
-def remembered_spki(public_key: PublicKey) -> bytes:
-    """``spki_der(public_key)``, remembered for this key object.
-
-    For keys asked about again and again (a signer's key at every certificate it
-    signs); a one-off key (a subscriber's) should use ``spki_der``, or it would
-    push the long-lived ones out.
-    """
-    return _facts(public_key)[1]
-
-
-def remembered_log_id(public_key: PublicKey) -> bytes:
-    """``log_id(public_key)``, remembered for this key object (see ``remembered_spki``)."""
-    return _facts(public_key)[2]
-
-
 def generate_p256() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 

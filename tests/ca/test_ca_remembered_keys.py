@@ -1,5 +1,6 @@
 """What the CA works out once per key must equal what it would compute each time,
-and must refuse what the per-call computation refused."""
+and must refuse what the per-call computation refused (log ids, SCT keys, the
+signer's key against the intermediate's)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import datetime as dt
 
 import pytest
 from cakit import NOW, SoftCluster, issue, make_csr, scts_for, soft_cluster
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from trustchain.ct.sct import (
     SCTError,
@@ -127,9 +128,9 @@ async def test_a_signer_whose_key_is_not_the_intermediates_is_refused_every_time
     right, issuer = cluster.issuers["v1"]
     wrong, _ = cluster.issuers["v2"]
     request = _request()
-    # The right signer first, so that its key's SPKI is remembered ...
+    # The right signer first, then the wrong one, twice: refused every time.
     precert = await issue_precertificate(right, issuer, request, POLICY)
-    for _ in range(2):  # ... and the wrong one (also remembered after the first) is still refused.
+    for _ in range(2):
         with pytest.raises(IssuanceError, match="not the intermediate certificate's key"):
             await issue_precertificate(wrong, issuer, request, POLICY)
     scts = await scts_for(cluster, precert, ["v1", "v2", "v3"])
@@ -141,7 +142,7 @@ async def test_a_signer_whose_key_is_not_the_intermediates_is_refused_every_time
 
 
 class _FreshKeySigner:
-    """A signer that hands out a new key object at every call (nothing to remember)."""
+    """A signer that hands out a new key object at every call."""
 
     def __init__(self, inner: SoftwareCASigner) -> None:
         self.inner = inner
@@ -166,8 +167,12 @@ async def test_signers_with_new_key_objects_and_many_keys_are_checked_alike(
     request = _request()
     for _ in range(3):
         await issue_precertificate(fresh, issuer, request, POLICY)
-    # More keys than are remembered: each still checked against its own SPKI.
+    # Many wrong keys around the right one: each checked against the intermediate's.
     others = [SoftwareCASigner(ec.generate_private_key(ec.SECP384R1())) for _ in range(80)]
+    others += [  # and keys of other types and curves: never equal to the intermediate's
+        SoftwareCASigner(ec.generate_private_key(ec.SECP256R1())),
+        SoftwareCASigner(ed25519.Ed25519PrivateKey.generate()),
+    ]
     for signer in [*others, right, *others]:
         if signer is right:
             await issue_precertificate(signer, issuer, request, POLICY)
