@@ -165,20 +165,15 @@ def issued_leaf_hash(doc: dict[str, Any]) -> bytes:
     """The RFC 6962 leaf hash of a certificate from an issuance answer (the certificate,
     its intermediate, an SCT's timestamp and the leaf index), as a monitor computes it."""
     from trustchain.ct.merkle import leaf_hash
-    from trustchain.ct.precert import final_certificate_tbs, issuer_key_hash
-    from trustchain.ct.sct import (
-        EntryType,
-        LogEntry,
-        TimestampedEntry,
-        leaf_index_extensions,
-        merkle_tree_leaf,
-    )
+    from trustchain.ct.precert import embedded_sct_entry
+    from trustchain.ct.sct import TimestampedEntry, leaf_index_extensions, merkle_tree_leaf
 
     der, issuer = (base64.b64decode(c) for c in doc["chain"][:2])
-    entry = LogEntry(EntryType.PRECERT, final_certificate_tbs(der), issuer_key_hash(issuer))
     extensions = leaf_index_extensions(doc["leaf_index"])
-    timestamp = doc["scts"][0]["timestamp"]
-    return leaf_hash(merkle_tree_leaf(TimestampedEntry(timestamp, entry, extensions)))
+    logged = embedded_sct_entry(der, issuer)
+    return leaf_hash(
+        merkle_tree_leaf(TimestampedEntry(doc["scts"][0]["timestamp"], logged, extensions))
+    )
 
 
 def start_with_faults(d: Path, faulty: str, modes: str, *, consensus: str = "") -> LocalCluster:
