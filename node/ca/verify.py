@@ -200,8 +200,6 @@ class Verifier:
         self._now_text = ""
         """The last ``now`` and its text for the report."""
         self._now_ms = 0
-        self._logs: dict[bytes, tuple[LogValidator, LogKey]] = {}
-        """SCT log id -> the validator the genesis gives for it, and its prepared key."""
         self._genesis_intermediates: dict[tuple[bytes, bytes], CACertificate] = {}
         """(subjectKeyIdentifier, subject DER) -> the first genesis intermediate with them."""
         for _, cert in genesis.intermediates():
@@ -257,14 +255,10 @@ class Verifier:
 
     def _log(self, lid: bytes) -> tuple[LogValidator, LogKey] | None:
         """The validator the genesis names for an SCT's log id, with its prepared key."""
-        known = self._logs.get(lid)
-        if known is None:
-            validator = self.genesis.validator_for_log_id(lid)
-            if validator is None or validator.log_key is None:
-                return None
-            known = (validator, LogKey(validator.log_key))
-            self._logs[lid] = known
-        return known
+        validator = self.genesis.validator_for_log_id(lid)
+        if validator is None or validator.sct_key is None:
+            return None
+        return validator, validator.sct_key
 
     def _find_issuer(
         self,
