@@ -24,7 +24,7 @@ from trustchain.dns.doq import DEFAULT_PORT, DoqLimits
 from trustchain.dns.zones import DefaultZoneSettings, ZoneError, ZoneIndex, default_zone
 from trustchain.dns.zones import load_zone_file as _load_zone_file
 from trustchain.node.config import Address, parse_address
-from trustchain.node.errors import UserError
+from trustchain.node.errors import ListenError, UserError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -184,11 +184,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         run_trio(run)
-    except OSError as exc:
-        raise UserError(
-            f"--listen {listen}: cannot bind: {exc.strerror or exc}; "
-            "pick a free port or an address of this host"
-        ) from None
+    except ListenError as exc:
+        raise UserError(f"--listen: {exc}") from None
     return 0
 
 

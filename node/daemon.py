@@ -26,6 +26,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import socket
 import time
 from functools import partial
 from typing import Any, cast
@@ -35,12 +36,13 @@ import trio
 from trustchain.consensus.core import Config, Core
 from trustchain.consensus.messages import Block
 from trustchain.node import identity
-from trustchain.node.config import ConfigError, Genesis, NodeConfig, load_genesis
+from trustchain.node.config import Address, ConfigError, Genesis, NodeConfig, load_genesis
 from trustchain.node.consensus_driver import ConsensusDriver, serve_clients, validator_set
 from trustchain.node.epoch import Epoch, check_epoch_state, load_epoch
-from trustchain.node.errors import UserError
+from trustchain.node.errors import ListenError, UserError
 from trustchain.node.log import EventLogger, get_logger
 from trustchain.node.peer import PeerNetwork
+from trustchain.node.quic import ipv6_addr
 from trustchain.node.sdnotify import Notifier
 
 HEARTBEAT_INTERVAL = 1.0
@@ -203,6 +205,7 @@ async def run(config: NodeConfig) -> None:
             nursery.start_soon(_serve_messages, network, consensus, log, app)
             await nursery.start(consensus.run)
             if config.client_listen is not None:
+                _check_tcp_port("client_listen", config.client_listen)
                 port = await nursery.start(serve_clients, config.client_listen, consensus, log)
                 log.info("clients.listening", address=f"[::1]:{port}")
             nursery.start_soon(_heartbeat, network, log)
@@ -343,6 +346,7 @@ async def _open_app(
             config.ct_listen.host, config.ct_listen.port, config.server_tls_cert,
             config.server_tls_key,
         )  # fmt: skip
+        _check_tcp_port("ct_listen", config.ct_listen)
         binds = await nursery.start(partial(serve, cast(Any, PublicApp(app)), hc))
         log.info("ct.listening", urls=binds)
     if config.api_listen is not None:
@@ -354,6 +358,7 @@ async def _open_app(
             raise ConfigError(
                 f"{config.path}: api_listen needs api_client_ca (the TrustChain root, PEM)"
             )
+        _check_tcp_port("api_listen", config.api_listen)
         await nursery.start(
             partial(
                 serve_api, app, config.api_listen, tls_cert=config.server_tls_cert,
@@ -375,6 +380,17 @@ async def _open_app(
         )
         await nursery.start(server.serve, dns_section.listen)
     return app
+
+
+def _check_tcp_port(key: str, address: Address) -> None:
+    """A port that another process holds is the operator's to fix: say which, before the
+    server tries it (and ends the node with a traceback)."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as trio's listeners do
+        try:
+            sock.bind(ipv6_addr(address))
+        except OSError as exc:
+            raise ListenError(key, address, exc) from None
 
 
 def main(config: NodeConfig) -> int:

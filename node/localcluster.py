@@ -41,18 +41,26 @@ def _ephemeral_floor() -> int:
         return 32768
 
 
+_HANDED_OUT: dict[tuple[socket.SocketKind, int], None] = {}
+"""Ports free_ports returned lately, oldest first: free until their servers bind them,
+so a later call must not return them again (a cluster asks several times: peer ports,
+then DNS ports, ...)."""
+_REMEMBER = 4096
+
+
 def free_ports(count: int, kind: socket.SocketKind = socket.SOCK_DGRAM) -> list[int]:
     """Distinct ports on ::1 that are free now, for servers that bind them a moment later.
 
     They come from below the kernel's ephemeral range: a port the kernel handed out
     (bind to 0) could be handed out again to some process's client socket before our
-    server binds it, and a node that cannot bind its port exits.
+    server binds it, and a node that cannot bind its port exits.  Nor is a port this
+    process handed out lately returned again.
     """
     floor = min(_ephemeral_floor(), 32768)
     found: list[int] = []
     while len(found) < count:
         port = random.randrange(max(1024, floor - 12000), floor)
-        if port in found:
+        if port in found or (kind, port) in _HANDED_OUT:
             continue
         with socket.socket(socket.AF_INET6, kind) as s:
             try:
@@ -60,6 +68,10 @@ def free_ports(count: int, kind: socket.SocketKind = socket.SOCK_DGRAM) -> list[
             except OSError:
                 continue
         found.append(port)
+    for port in found:
+        _HANDED_OUT[(kind, port)] = None
+    while len(_HANDED_OUT) > _REMEMBER:
+        del _HANDED_OUT[next(iter(_HANDED_OUT))]
     return found
 
 

@@ -48,6 +48,7 @@ from aioquic.quic.packet import (
 from aioquic.tls import SessionTicketFetcher, SessionTicketHandler
 
 from trustchain.node.config import Address
+from trustchain.node.errors import ListenError
 
 Addr = tuple[str, int, int, int]
 """An IPv6 socket address as recvfrom returns it."""
@@ -451,7 +452,10 @@ class QuicServer:
         """Serve until cancelled; reports the bound address through task_status."""
         sock = _udp_socket()
         with sock:
-            sock.bind(ipv6_addr(listen))
+            try:
+                sock.bind(ipv6_addr(listen))
+            except OSError as exc:
+                raise ListenError("UDP", listen, exc) from None
             self.local = sock.getsockname()
             await trio.lowlevel.checkpoint()
             async with trio.open_nursery() as nursery:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trustchain.node import identity
+from trustchain.node import identity, localcluster
 from trustchain.node.cli import build_parser
 from trustchain.node.localcluster import LocalCluster
 
@@ -86,6 +87,35 @@ def test_node_run_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     result = trustchain("node", "run", "--config", str(tmp_path / "node.toml"))
     assert result.returncode == 2
     assert "unknown key 'port'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"), [("listen", socket.SOCK_DGRAM), ("client_listen", socket.SOCK_STREAM)]
+)
+def test_node_run_reports_a_busy_port(tmp_path: Path, key: str, kind: socket.SocketKind) -> None:
+    """Another process holds the peer port (UDP, as for [dns]) or a TCP port (as for the
+    API and 6962): the node says which address, exits 2, and shows no traceback."""
+    cluster = LocalCluster.create(tmp_path / "c", 2, client_endpoints=True)
+    config = cluster.node("v1").config
+    address = tomllib.loads(config.read_text())[key]
+    with socket.socket(socket.AF_INET6, kind) as holder:
+        holder.bind(("::1", int(address.rsplit(":", 1)[1])))
+        if kind == socket.SOCK_STREAM:
+            holder.listen()
+        result = trustchain("node", "run", "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    assert f"{address}: cannot listen: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_free_ports_are_not_handed_out_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster asks for ports several times (peers, then DNS, ...): a port that a
+    first call returned is free until its server binds it, and must not come back."""
+    draws = iter([1500, 1500, 1501, 1500, 1502])
+    monkeypatch.setattr(localcluster.random, "randrange", lambda a, b: next(draws))
+    monkeypatch.setattr(localcluster, "_HANDED_OUT", {})
+    assert localcluster.free_udp_ports(1) == [1500]
+    assert localcluster.free_udp_ports(2) == [1501, 1502]
 
 
 def test_node_run_refuses_key_that_genesis_does_not_list(tmp_path: Path) -> None:
