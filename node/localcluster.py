@@ -165,6 +165,17 @@ class NodeProcess:
                 self.process.wait()
         return self.process.returncode
 
+    def last_error(self) -> str | None:
+        """The error the node printed when it last exited with one (`trustchain: error: ...`)."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
+                tail = fh.read().decode(errors="replace")
+        except FileNotFoundError:
+            return None
+        errors = [line for line in tail.splitlines() if line.startswith("trustchain: error: ")]
+        return errors[-1].removeprefix("trustchain: error: ") if errors else None
+
     def events(self) -> list[dict[str, Any]]:
         """Every JSON event the node has logged so far (reads only what is new)."""
         try:
@@ -272,8 +283,11 @@ class LocalCluster:
                 return True
             for n in self.nodes:
                 if n.process is not None and not n.running():
+                    error = n.last_error()
                     raise UserError(
-                        f"{n.name} exited with status {n.process.returncode}; see {n.log_path}"
+                        f"{n.name} exited with status {n.process.returncode}"
+                        + (f" ({error})" if error else "")
+                        + f"; see {n.log_path}"
                     )
             if time.monotonic() > deadline:
                 return False

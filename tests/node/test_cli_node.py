@@ -14,6 +14,7 @@ import pytest
 
 from trustchain.node import identity, localcluster
 from trustchain.node.cli import build_parser
+from trustchain.node.errors import UserError
 from trustchain.node.localcluster import LocalCluster
 
 BIN = Path(sys.executable).parent / "trustchain"
@@ -106,6 +107,23 @@ def test_node_run_reports_a_busy_port(tmp_path: Path, key: str, kind: socket.Soc
     assert result.returncode == 2, result.stderr
     assert f"{address}: cannot listen: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_local_cluster_says_why_a_node_exited(tmp_path: Path) -> None:
+    cluster = LocalCluster.create(tmp_path / "c", 2)
+    address = tomllib.loads(cluster.node("v2").config.read_text())["listen"]
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as holder:
+        holder.bind(("::1", int(address.rsplit(":", 1)[1])))
+        cluster.start()
+        try:
+            with pytest.raises(UserError) as raised:
+                cluster.wait(lambda events: False, timeout=60)
+        finally:
+            cluster.stop()
+    message = str(raised.value)
+    assert message.startswith("v2 exited with status 2 (UDP ")
+    assert f"{address}: cannot listen: Address already in use" in message
+    assert message.endswith(f"see {cluster.node('v2').log_path}")
 
 
 def test_free_ports_are_not_handed_out_twice(monkeypatch: pytest.MonkeyPatch) -> None:
