@@ -165,7 +165,12 @@ def up(directory: Path, nodes: int) -> LocalCluster:
     _pids_path(directory).write_text(
         json.dumps({n.name: n.process.pid for n in cluster.nodes if n.process}) + "\n"
     )
-    if not _wait_ready(cluster, READY_TIMEOUT):
+    try:
+        ready = _wait_ready(cluster, READY_TIMEOUT)
+    except BaseException:  # a node exited (UserError), or ^C: stop the others too
+        down(directory, STOP_TIMEOUT)
+        raise
+    if not ready:
         down(directory, STOP_TIMEOUT)
         raise UserError(
             f"the nodes did not commit within {READY_TIMEOUT:g} s; see {directory}/v*/node.log"

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from trustchain.node import cli_cluster, localcluster
+from trustchain.node.errors import UserError
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +55,48 @@ def test_up_status_down(tmp_path: Path) -> None:
     assert not any(_alive(p) for p in pids.values())
     after = _cli("cluster", "status", "--dir", str(d))
     assert after.returncode == 1 and after.stdout.count("down") == 4
+
+
+def _processes_under(directory: Path) -> list[int]:
+    """Live processes whose command line names `directory` (its node processes)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(directory).encode() in cmdline and _alive(int(proc.name)):
+                found.append(int(proc.name))
+    return found
+
+
+def test_up_stops_every_node_when_one_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v2's DNS port is taken: `cluster up` says so and leaves nothing running."""
+    real = localcluster.free_udp_ports
+    calls: list[int] = []
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as holder:
+        holder.bind(("::1", 0))
+        busy = holder.getsockname()[1]
+
+        def rigged(count: int) -> list[int]:
+            ports = real(count)
+            calls.append(count)
+            if len(calls) == 2:  # the DNS ports (the peer ports came first)
+                ports[1] = busy
+            return ports
+
+        monkeypatch.setattr(localcluster, "free_udp_ports", rigged)
+        d = (tmp_path / "c").resolve()
+        with pytest.raises(
+            UserError, match=rf"v2 exited with status 2 \(UDP \[::1\]:{busy}: cannot"
+        ):
+            cli_cluster.up(d, 4)
+    assert len(calls) == 2
+    assert _processes_under(d) == []
+    assert not (d / "pids.json").exists()
 
 
 def test_demo(tmp_path: Path) -> None:
