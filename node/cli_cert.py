@@ -355,6 +355,10 @@ def _serial_of(path: Path) -> int:
 
 
 def _fail(exc: ApiError) -> UserError:
+    if exc.status == 0:  # no answer at all
+        return UserError(
+            f"{exc}; is the node up? (`trustchain cluster status --dir DIR` for a local cluster)"
+        )
     return UserError(f"the node refused: {exc}")
 
 

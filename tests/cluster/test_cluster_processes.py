@@ -44,6 +44,7 @@ from trustchain.node.localcluster import (
     LocalCluster,
     NodeEndpoints,
     create_full_cluster,
+    free_tcp_port,
     load_endpoints,
 )
 
@@ -415,4 +416,15 @@ def test_cert_commands(running: Running, tmp_path: Path) -> None:
         str(running.plot), "--name", "www.example.org", "--out", str(tmp_path / "y.pem"),
     )  # fmt: skip
     assert outside.returncode == 2 and "name_outside_policy" in outside.stderr, outside.stderr
-    assert "Traceback" not in missing.stderr + outside.stderr
+    # A node that does not answer is not a node that refused.
+    port = free_tcp_port()
+    nobody = _trustchain(
+        "cert", "status", "--api", f"https://[::1]:{port}", "--cacert", f"{d}/tls/ca.pem",
+        "--client-cert", f"{d}/client/user.pem", "--client-key", f"{d}/client/user.key", str(out),
+    )  # fmt: skip
+    assert nobody.returncode == 2
+    assert (
+        f"cannot reach https://[::1]:{port}" in nobody.stderr and "is the node up?" in nobody.stderr
+    )
+    assert "refused:" not in nobody.stderr
+    assert "Traceback" not in missing.stderr + outside.stderr + nobody.stderr
