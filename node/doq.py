@@ -564,9 +564,16 @@ class _ClientLink:
     def link_closed(self, link: quic.QuicLink) -> None:
         if not self.failure:
             reason = link.close_reason
-            self.failure = "connection closed" if reason is None else describe_termination(reason)
+            if link.aborted is not None:  # no close was exchanged: this side gave up
+                self.failure = link.aborted
+            else:
+                self.failure = (
+                    "connection closed" if reason is None else describe_termination(reason)
+                )
         self.handshake_done.set()
-        # Anything still waiting learns that it will get nothing.
+        # Anything still waiting learns that it will get nothing, and why.
+        for stream_id in list(self.callbacks):
+            self._deliver(stream_id, DoqClientError(self.failure))
         self.carry_out(
             self.core.receive(
                 quic_events.ConnectionTerminated(
@@ -575,8 +582,6 @@ class _ClientLink:
                 trio.current_time(),
             )
         )
-        for stream_id in list(self.callbacks):
-            self._deliver(stream_id, DoqClientError(self.failure))
 
     def carry_out(self, output: Output) -> None:
         link = self.link

@@ -168,6 +168,8 @@ class QuicLink:
         self.handler: LinkHandler | None = None
         self.closed = trio.Event()
         self.close_reason: events.ConnectionTerminated | None = None
+        self.aborted: str | None = None
+        """Why this side dropped the connection without a close (`abort`), if it did."""
         self._send = send
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[bytes, Addr] | None](
             INBOX_SIZE
@@ -214,6 +216,8 @@ class QuicLink:
 
     def abort(self, reason: str) -> None:
         """Drop the connection without telling the peer (it is unreachable anyway)."""
+        if self.aborted is None:
+            self.aborted = reason
         if self.close_reason is None:
             self.close_reason = events.ConnectionTerminated(
                 error_code=0, frame_type=None, reason_phrase=reason

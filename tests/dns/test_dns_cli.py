@@ -14,6 +14,7 @@ import pytest
 from doqkit import ZONE_TEXT, Tls, make_tls
 
 from trustchain.node.cli import main
+from trustchain.node.localcluster import free_udp_ports
 
 TRUSTCHAIN = [sys.executable, "-m", "trustchain.node.cli"]
 
@@ -108,6 +109,14 @@ def test_query_refuses_an_untrusted_server(
     assert result.returncode == 1
     assert "TLS alert" in result.stderr and "--ca" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_query_says_when_nothing_listens() -> None:
+    port = free_udp_ports(1)[0]
+    result = run("dns", "query", "--server", f"[::1]:{port}", "a.example.", "A", timeout=30)
+    assert result.returncode == 1
+    assert f"no response from [::1]:{port}: connection refused; check" in result.stderr
+    assert "DOQ_NO_ERROR" not in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
