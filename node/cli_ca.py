@@ -655,9 +655,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     genesis = load_ca_genesis(args.genesis)
     try:
         chain = verify.load_certificates(_read(args.cert, "certificate"))
+    except ValueError as exc:
+        raise UserError(f"{args.cert}: {exc}") from None
+    try:
         roots = verify.load_certificates(_read(args.root, "root certificate"))
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"--root {args.root}: {exc}") from None
     crls = [_read(path, "CRL") for path in args.crl]
     # The exact time: an SCT made earlier in this very second must not look as if it
     # came from the future (issuance rounds times to the second; verification must not).

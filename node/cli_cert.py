@@ -409,7 +409,12 @@ def cmd_request(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.serial:
-        serial = int(args.serial, 16)
+        try:
+            serial = int(args.serial.removeprefix("0x"), 16)
+        except ValueError:
+            raise UserError(
+                f"--serial {args.serial}: not a serial number in hex (e.g. 5cee7d3134180ce6)"
+            ) from None
     elif args.cert:
         serial = _serial_of(args.cert)
     else:

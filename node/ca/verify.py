@@ -111,6 +111,8 @@ class Report:
 def load_certificates(data: bytes) -> list[bytes]:
     """The DER certificates in a PEM bundle (or one DER certificate)."""
     if b"-----BEGIN" not in data:
+        if not data.startswith(b"\x30"):  # a DER certificate is a SEQUENCE
+            raise ValueError("not a certificate: neither PEM (-----BEGIN CERTIFICATE-----) nor DER")
         return [data]
     try:
         certs = x509.load_pem_x509_certificates(data)

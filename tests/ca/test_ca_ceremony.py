@@ -194,6 +194,16 @@ def test_wrong_root_is_refused(
     )
     assert status == 1
     assert "FAIL  root" in capsys.readouterr().out
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    for args, named in (
+        ((str(text), "--root", str(other)), str(text)),
+        ((str(cert), "--root", str(text)), f"--root {text}"),
+    ):
+        status = main(["cert", "verify", args[0], "--genesis", str(ceremony.genesis), *args[1:]])
+        err = capsys.readouterr().err
+        assert status == 2
+        assert f"{named}: not a certificate: neither PEM" in err and "Traceback" not in err
 
 
 def test_revoke_and_crl(

@@ -416,6 +416,10 @@ def test_cert_commands(running: Running, tmp_path: Path) -> None:
         str(running.plot), "--name", "www.example.org", "--out", str(tmp_path / "y.pem"),
     )  # fmt: skip
     assert outside.returncode == 2 and "name_outside_policy" in outside.stderr, outside.stderr
+    bad_serial = _trustchain("cert", "status", "--cluster", d, "--serial", "zz")
+    assert bad_serial.returncode == 2 and "--serial zz: not a serial number in hex" in (
+        bad_serial.stderr
+    )
     # A node that does not answer is not a node that refused.
     port = free_tcp_port()
     nobody = _trustchain(
@@ -427,4 +431,4 @@ def test_cert_commands(running: Running, tmp_path: Path) -> None:
         f"cannot reach https://[::1]:{port}" in nobody.stderr and "is the node up?" in nobody.stderr
     )
     assert "refused:" not in nobody.stderr
-    assert "Traceback" not in missing.stderr + outside.stderr + nobody.stderr
+    assert "Traceback" not in missing.stderr + outside.stderr + nobody.stderr + bad_serial.stderr
