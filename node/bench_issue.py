@@ -82,7 +82,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from trustchain.node.localcluster import create_full_cluster
 
-    loads = [float(x) for x in args.loads.split(",") if x.strip()]
+    try:
+        loads = [float(x) for x in args.loads.split(",") if x.strip()]
+    except ValueError:
+        raise UserError("--loads: expected comma-separated numbers, e.g. 10,50,100") from None
     if not loads or min(loads) <= 0 or args.seconds <= 0 or args.clients < 1:
         raise UserError("--loads, --seconds and --clients must be positive")
     print(f"Setting up {args.nodes} validators in {args.dir}/ ...", flush=True)

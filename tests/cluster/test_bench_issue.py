@@ -43,3 +43,20 @@ def test_bench_issue_prints_every_phase(tmp_path: Path) -> None:
     assert re.search(r"cryptography alone \d+ us; ratio [\d.]+", out), out
     left = subprocess.run(["pgrep", "-f", f"node run --config {work}"], capture_output=True)
     assert left.returncode == 1, f"validators still running: {left.stdout!r}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--loads", "abc"], "--loads: expected comma-separated numbers"),
+        (["--loads", "10,-1"], "must be positive"),
+    ],
+)
+def test_bench_issue_refuses_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trustchain.node.cli", "bench", "issue", "--dir",
+         str(tmp_path / "b"), *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
