@@ -129,11 +129,12 @@ def test_a_local_cluster_says_why_a_node_exited(tmp_path: Path) -> None:
 def test_free_ports_are_not_handed_out_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     """A cluster asks for ports several times (peers, then DNS, ...): a port that a
     first call returned is free until its server binds it, and must not come back."""
-    draws = iter([1500, 1500, 1501, 1500, 1502])
-    monkeypatch.setattr(localcluster.random, "randrange", lambda a, b: next(draws))
+    a, b, c = localcluster.free_udp_ports(3)  # free ports of this machine, to draw from
+    draws = iter([a, a, b, a, c])
+    monkeypatch.setattr(localcluster.random, "randrange", lambda low, high: next(draws))
     monkeypatch.setattr(localcluster, "_HANDED_OUT", {})
-    assert localcluster.free_udp_ports(1) == [1500]
-    assert localcluster.free_udp_ports(2) == [1501, 1502]
+    assert localcluster.free_udp_ports(1) == [a]
+    assert localcluster.free_udp_ports(2) == [b, c]
 
 
 def test_node_run_refuses_key_that_genesis_does_not_list(tmp_path: Path) -> None:
