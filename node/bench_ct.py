@@ -52,7 +52,7 @@ from trustchain.ct.client import HTTPSConnection, client_context
 from trustchain.ct.sct import EntryType, LogEntry, TimestampedEntry
 from trustchain.ct.sequencer import Submission
 from trustchain.ct.service import CTLog, LogParams
-from trustchain.node.benchstats import percentile
+from trustchain.node.benchstats import percentile, usable_cpus
 from trustchain.node.errors import UserError
 
 ORIGIN = "bench.ct.trustchain.example/log"
@@ -539,7 +539,7 @@ def _run(args: argparse.Namespace, levels: list[int], work: Path) -> dict[str, A
     signer = ct_signer.load_p256_signer(setup.key)
     if args.rounds_only:
         return {
-            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+            "machine": {"cpus": usable_cpus(), "python": sys.version.split()[0]},
             "store_rounds": _store_rounds(args, setup, signer, work),
         }
     count = int(CERT_RATE_GUESS * args.seconds * len(levels)) + 1000
@@ -626,7 +626,7 @@ def _run(args: argparse.Namespace, levels: list[int], work: Path) -> dict[str, A
     bulk_alloc, _ = _disk_usage(proof_data)
     store_rounds = _store_rounds(args, setup, signer, work)
     return {
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {"cpus": usable_cpus(), "python": sys.version.split()[0]},
         "pool_interval_ms": args.pool_interval,
         "add_chain": [asdict(p) for p in phases],
         "disk": {

@@ -45,6 +45,8 @@ import dns.message
 import dns.name
 import trio
 
+from trustchain.node.benchstats import percentile, usable_cpus
+
 LOADS = (500, 1000, 2000, 3000, 4000)
 HOT_NAMES = (
     ("trust.hypermesh.online.", "AAAA"),
@@ -104,13 +106,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench.set_defaults(func=cmd_bench)
 
 
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return math.nan
-    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
-    return sorted_values[index]
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from trustchain.node.errors import UserError
 
@@ -132,7 +127,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cert, key = _write_tls(Path(tmp))
         print(
             f"bench dns: server and client processes on ::1, {args.seconds:g} s per run "
-            f"({os.cpu_count()} CPUs on this machine, shared)",
+            f"({usable_cpus()} CPUs, shared)",
             flush=True,
         )
         server = subprocess.Popen(

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trustchain.node.benchstats import percentile, usable_cpus
 from trustchain.node.errors import UserError
 
 SATURATION_CEILING = 200.0
@@ -117,7 +118,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("the load generator failed", file=sys.stderr)
         return 1
     result = json.loads(worker.stdout.strip().splitlines()[-1])
-    print(f"\nIssuance, {args.nodes} validators on one machine ({os.cpu_count()} CPUs)")
+    print(f"\nIssuance, {args.nodes} validators on one machine ({usable_cpus()} CPUs)")
     if args.consensus:
         print(f"[consensus] {args.consensus}")
     print(
@@ -253,13 +254,6 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _prepare(directory: Path, count: int) -> list[bytes]:
     from trustchain.node.cli_cert import (
         cluster_client,
@@ -356,7 +350,7 @@ def _open_loop(
     elapsed = time.monotonic() - start
     return {
         "offered": load, "rate": len(latencies) / elapsed,
-        "p50": _percentile(latencies, 0.5), "p99": _percentile(latencies, 0.99),
+        "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
         "errors": errors[0],
     }  # fmt: skip
 
@@ -473,8 +467,8 @@ def _worker(
     issued_cpu[0] += _own_cpu() - own0
     issued_cpu[1] += cursor[0] - done0
     results["saturation"] = {
-        "rate": issued / elapsed, "p50": _percentile(sat_latencies, 0.5),
-        "p99": _percentile(sat_latencies, 0.99), "errors": errors,
+        "rate": issued / elapsed, "p50": percentile(sat_latencies, 0.5),
+        "p99": percentile(sat_latencies, 0.99), "errors": errors,
         "cpu_us_per_cert_per_validator": cpu / len(pids) / max(1, issued) * 1e6,
     }  # fmt: skip
     print("saturation done", file=sys.stderr, flush=True)

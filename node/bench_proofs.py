@@ -40,6 +40,7 @@ from trustchain.consensus.proofs.space import make_space_proof, verify_space
 from trustchain.consensus.proofs.vdf import discriminant, make_time_proof, verify_time
 from trustchain.consensus.proofs.verifier import BundleVerifier
 from trustchain.consensus.proofs.work import check_work, make_work
+from trustchain.node.benchstats import usable_cpus
 from trustchain.node.cli_proofs import _open_plot, create_plot, load_account_key, prove_time
 from trustchain.node.errors import UserError
 
@@ -113,12 +114,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     runs = max(args.runs, 10)
     epochs = max(args.beacons, 1)
     figures: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)},
+        "machine": {"cpus": usable_cpus(), "loadavg_1m": round(os.getloadavg()[0], 2)},
         "runs": runs,
         "beacons": epochs,
     }
     print(
-        f"bench proofs: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}; "
+        f"bench proofs: {usable_cpus()} cpus, load {os.getloadavg()[0]:.2f}; "
         "making a plot and bundles...",
         flush=True,
     )

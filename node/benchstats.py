@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 
@@ -12,3 +13,9 @@ def percentile(values: Sequence[float], fraction: float) -> float:
         return math.nan
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (``taskset`` and cgroup cpusets narrow them),
+    which is what a benchmark's figures depend on; os.cpu_count() counts the machine's."""
+    return len(os.sched_getaffinity(0))
