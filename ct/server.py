@@ -17,9 +17,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+import h2.events
+import hypercorn.protocol
+import hypercorn.trio.run
 import trio
 from hypercorn.config import Config
+from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.trio import serve
+from hypercorn.trio.tcp_server import TCPServer
 
 from trustchain.ct._log import Events
 from trustchain.ct.api import CTApp
@@ -32,6 +37,46 @@ if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
 
 DEFAULT_PORT = 6962
+
+_log = logging.getLogger("trustchain.ct.hypercorn")
+
+
+class _H2Protocol(H2Protocol):
+    """hypercorn's HTTP/2 connection, taking body data for a stream it has answered.
+
+    A client may go on sending a request's body after the answer ended the stream
+    (the stream is half closed, RFC 9113 section 5.1), e.g. after a 413.  hypercorn
+    0.18 looks such data up among its open streams and raises KeyError, which ends
+    the connection's task.  The data is dropped; its flow-control credit is given back.
+    """
+
+    async def _handle_events(self, events: list[h2.events.Event]) -> None:
+        for event in events:  # one at a time: an earlier event may open the stream
+            if isinstance(event, h2.events.DataReceived) and event.stream_id not in self.streams:
+                self.connection.acknowledge_received_data(
+                    event.flow_controlled_length, event.stream_id
+                )
+                await self._flush()
+            else:
+                await super()._handle_events([event])
+
+
+class GuardedTCPServer(TCPServer):
+    """hypercorn's trio connection, whose failure ends that connection only.
+
+    Under trio an exception out of one connection's task would cancel the server's
+    nursery, and with it every connection and the process serving them.
+    """
+
+    async def run(self) -> None:
+        try:
+            await super().run()  # closes the connection on the way out
+        except Exception:
+            _log.exception("a connection ended with an error; the server goes on")
+
+
+setattr(hypercorn.protocol, "H2Protocol", _H2Protocol)  # noqa: B010
+setattr(hypercorn.trio.run, "TCPServer", GuardedTCPServer)  # noqa: B010
 
 
 class _TLS13Config(Config):
@@ -54,7 +99,7 @@ def hypercorn_config(host: str, port: int, tls_cert: Path, tls_key: Path) -> Con
     config.keyfile = str(tls_key)
     config.alpn_protocols = ["h2", "http/1.1"]
     config.accesslog = None
-    config.errorlog = logging.getLogger("trustchain.ct.hypercorn")
+    config.errorlog = _log
     config.graceful_timeout = 2.0
     return config
 

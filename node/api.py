@@ -54,11 +54,10 @@ import trio
 from cryptography import x509
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.trio import serve
-from hypercorn.trio.tcp_server import TCPServer
 
 from trustchain.consensus.proofs.codec import decode_bundle
 from trustchain.consensus.proofs.errors import ProofRejected
-from trustchain.ct.server import hypercorn_config
+from trustchain.ct.server import GuardedTCPServer, hypercorn_config
 from trustchain.infra.metrics import OperationType
 from trustchain.node.app import NodeApp, PublicApp, RequestRefused, pem_chain
 from trustchain.node.ca.revocation import RevocationReason, RevocationRecord, sign_crl
@@ -77,7 +76,7 @@ _SEND_BUFFER = 64 * 1024
 _PEER_CERTS: dict[tuple[str, int], str] = {}
 
 
-class _IdentifyingTCPServer(TCPServer):
+class _IdentifyingTCPServer(GuardedTCPServer):
     """hypercorn's trio TCP server, recording the client certificate, with writes
     coalesced.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import ssl
@@ -10,9 +11,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.events
+import hypercorn.protocol
 import pytest
 import trio
 from ct_testlib import ORIGIN, TLSFiles, connect, new_signer, tls_files
+from hypercorn.protocol.h2 import H2Protocol
 
 from trustchain.ct import devcerts, merkle, precert, sct, tiles
 from trustchain.ct.chain import ChainValidator
@@ -403,3 +409,77 @@ async def test_a_monitor_polling_during_load_sees_only_consistent_heads(env: Env
                 subs.start_soon(submitter, k)
         done.set()
     assert len(set(seen)) > 3 and max(seen) <= 160
+
+
+async def _h2_body_after_the_answer(port: int, ca_pem: bytes) -> tuple[int, int | None]:
+    """POST over HTTP/2 announcing a body past the limit, wait for the answer, then send
+    body data on the stream anyway (legal: the stream is only half closed), then ask for
+    the STH on the same connection.  The two statuses (None: the connection closed)."""
+    ctx = ssl.create_default_context(cadata=ca_pem.decode())
+    ctx.set_alpn_protocols(["h2"])
+    tcp = await trio.open_tcp_stream("::1", port)
+    stream = trio.SSLStream(tcp, ctx, server_hostname="localhost")
+    await stream.do_handshake()
+    assert stream.selected_alpn_protocol() == "h2"
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+
+    def request(stream_id: int, method: str, path: str, *, end: bool) -> None:
+        headers = [(":method", method), (":path", path), (":scheme", "https")]
+        headers += [(":authority", f"[::1]:{port}"), ("content-length", str(10 << 20))]
+        conn.send_headers(stream_id, headers[:4] if end else headers, end_stream=end)
+
+    async def answer(stream_id: int, *, body_until_answered: bool) -> int | None:
+        status = None
+        with trio.fail_after(10):
+            while True:
+                room = min(conn.local_flow_control_window(stream_id), 16000)
+                if body_until_answered and room:
+                    conn.send_data(stream_id, b"x" * room)  # as fast as flow control allows
+                await stream.send_all(conn.data_to_send())
+                data = None
+                with trio.move_on_after(0.01 if body_until_answered and room else 1.0):
+                    try:
+                        data = await stream.receive_some()
+                    except trio.BrokenResourceError:
+                        return None
+                if data == b"":
+                    return None
+                for event in conn.receive_data(data or b""):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        if event.stream_id == stream_id:
+                            status = int(dict(event.headers)[b":status"])
+                    elif isinstance(event, h2.events.StreamEnded):
+                        if event.stream_id == stream_id:
+                            return status
+
+    request(1, "POST", "/ct/v1/add-chain", end=False)
+    first = await answer(1, body_until_answered=True)
+    second = None
+    if first is not None:
+        conn.send_data(1, b"x" * 16000)
+        conn.send_data(1, b"x" * 16000)
+        request(3, "GET", "/ct/v1/get-sth", end=True)
+        with contextlib.suppress(trio.BrokenResourceError):
+            second = await answer(3, body_until_answered=False)
+    with contextlib.suppress(trio.BrokenResourceError):
+        await stream.aclose()
+    return first, second
+
+
+async def test_body_data_after_the_answer_is_dropped_and_the_connection_goes_on(env: Env) -> None:
+    assert await _h2_body_after_the_answer(env.port, env.tls.ca_pem) == (413, 200)
+
+
+async def test_a_connection_that_fails_does_not_stop_the_server(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # hypercorn's own HTTP/2 protocol raises KeyError on such data: the failure ends
+    # that connection only.
+    monkeypatch.setattr(hypercorn.protocol, "H2Protocol", H2Protocol)
+    for _ in range(3):
+        _, second = await _h2_body_after_the_answer(env.port, env.tls.ca_pem)
+        assert second is None  # that connection failed
+    c = env.client()
+    await c.add_chain([devcerts.make_leaf(env.ca, "still.example").der, env.ca.der])
+    await c.conn.aclose()
