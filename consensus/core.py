@@ -240,7 +240,10 @@ class Core:
         self.deadline = 0.0
         self.failed_rounds = 0
         self.timed_out_round = 0
-        self.proposed_round = 0
+        # A proposal leaves only once a record of that round (our vote, our timeout or
+        # _maybe_propose's own) is on disk: a restarted leader must not propose again
+        # in a round it may have proposed in (a second block would be equivocation).
+        self.proposed_round = self.safety.highest_vote_round
         # Round -> block id -> voter -> signature (only as next leader).
         self.votes: dict[int, dict[bytes, dict[str, bytes]]] = {}
         # Round -> voter -> (round of its high qc, signature).
@@ -421,6 +424,11 @@ class Core:
         proposal = Proposal(block, tc, self._sign(proposal_digest(self.chain_id, block.id)))
         self._out.send.append((None, proposal))
         self._on_proposal(self.me, proposal, now)
+        if self.safety.highest_vote_round < block.round:
+            # Our own vote was refused: the proposal still leaves only once a record
+            # that we signed in this round is on disk (persist goes before send).
+            self.safety = SafetyState(block.round, self.safety.highest_qc_round)
+            self._persist(SafetyRecord(self.safety))
 
     def _uncommitted_ops(self, tip: Block) -> set[bytes]:
         ids: set[bytes] = set()

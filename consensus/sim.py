@@ -19,9 +19,9 @@ blocks with invalid operations, votes for invalid blocks, withheld votes, and
 replays of old proposals, also to nodes that just reconnected.
 
 Checkers run after every event: agreement (one block per height across honest
-nodes), validity (no committed invalid operation), no honest double vote; and
-at the end liveness (after healing, every honest node commits new blocks
-within `liveness_bound` seconds).
+nodes), validity (no committed invalid operation), no honest double vote or
+double proposal; and at the end liveness (after healing, every honest node
+commits new blocks within `liveness_bound` seconds).
 """
 
 from __future__ import annotations
@@ -381,6 +381,7 @@ class Simulation:
         self.violations: list[Violation] = []
         self.committed_at: dict[int, bytes] = {}
         self.votes_cast: dict[tuple[str, int], bytes] = {}
+        self.proposals_made: dict[tuple[str, int], bytes] = {}
         self.partition: tuple[set[str], bool] | None = None
         self.events = 0
         self.op_counter = 0
@@ -480,6 +481,8 @@ class Simulation:
             if isinstance(message, Vote) and node.byzantine is None:
                 self._check_vote(node.name, message)
                 voted = True
+            if isinstance(message, Proposal) and node.byzantine is None:
+                self._check_proposal(node.name, message)
             self.send(node.name, dest, message)
         for block in out.committed:
             self._check_commit(node, block)
@@ -536,6 +539,12 @@ class Simulation:
         first = self.votes_cast.setdefault(key, vote.block_id)
         if first != vote.block_id:
             self._violation("double-vote", f"{voter} voted for two blocks in round {vote.round}")
+
+    def _check_proposal(self, proposer: str, proposal: Proposal) -> None:
+        key = (proposer, proposal.block.round)
+        first = self.proposals_made.setdefault(key, proposal.block.id)
+        if first != proposal.block.id:
+            self._violation("double-proposal", f"{proposer} proposed two blocks in round {key[1]}")
 
     def _check_commit(self, node: _Node, block: Block) -> None:
         if node.byzantine is not None:

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             Runs the real consensus core for N validators in one process, over an
             in-memory network with a seeded RNG and trio's MockClock, for each seed.
             F of the validators are Byzantine.  Checks agreement, validity and no
-            honest double vote after every event, and liveness once faults heal.
+            honest double vote or proposal after every event, and liveness once
+            faults heal.
             Prints one line per failing seed with the command that reproduces it,
             then `seeds: K violations: V`; with --seed also `trace-hash: HEX`.
             Exits 1 if any seed violated a property.

@@ -70,6 +70,31 @@ def test_restarted_node_keeps_its_votes_and_catches_up(tmp_path: Path) -> None:
     assert votes_before
 
 
+def test_a_leader_restarted_after_proposing_does_not_propose_again_in_that_round(
+    tmp_path: Path,
+) -> None:
+    # A leader that crashes after its proposal left (its own vote is on disk, the QC
+    # of its round is not) comes back in the same round: a second block for that
+    # round, e.g. with a later timestamp, would be equivocation by an honest node.
+    c = Cluster(4, tmp=tmp_path)
+    c.run(until=3)
+    last = next(m for _, _, m in reversed(c.sent) if isinstance(m, Proposal))
+    leader = last.block.proposer
+    c.queue.clear()  # it crashed before anything else happened
+    c.now += 0.5  # a later timestamp: the same round's block would differ
+    c.boot(leader)
+    assert c.cores[leader].round == last.block.round  # back in the round it proposed in
+    c.run(until=8)
+    blocks: dict[int, bytes] = {}
+    for sender, _, m in c.sent:
+        if sender == leader and isinstance(m, Proposal):
+            assert blocks.setdefault(m.block.round, m.block.id) == m.block.id, (
+                f"{leader} proposed twice in round {m.block.round}"
+            )
+    assert min(c.height(n) for n in c.cores) >= 8
+    assert not any(core.evidence_seen for core in c.cores.values())
+
+
 def test_invalid_operation_gets_no_vote() -> None:
     c = Cluster(4)
     c.run(until=2)
