@@ -72,7 +72,7 @@ from trustchain.node.ca.issuance import (
     check_csr,
     check_precertificate,
 )
-from trustchain.node.ca.revocation import RevocationReason
+from trustchain.node.ca.revocation import SUBSCRIBER_REASONS, RevocationReason
 from trustchain.node.config import Genesis
 
 TAG_ISSUE = b"trustchain-issue-v1:"
@@ -501,11 +501,16 @@ class ReplicatedState:
         if r.serial in self.revocations:
             raise OperationError(f"revoke: serial {r.serial:x} is already revoked")
         try:
-            RevocationReason(r.reason)
+            reason = RevocationReason(r.reason)
         except ValueError:
             raise OperationError(f"revoke: {r.reason} is not an allowed reason code") from None
-        if r.reason == 6:
-            raise OperationError("revoke: certificateHold is not allowed (BR 7.2.2)")
+        if reason not in SUBSCRIBER_REASONS:
+            # Every later CRL of the intermediate would carry it: BR 7.2.2 lets a
+            # subscriber certificate's entry carry only these.
+            raise OperationError(
+                f"revoke: reason {reason.label} is not allowed for a subscriber certificate "
+                "(BR 7.2.2)"
+            )
         if r.account != cert.account:
             raise OperationError("revoke: only the account that requested it may revoke it")
         account = self.ledger.account(r.account)

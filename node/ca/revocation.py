@@ -63,10 +63,16 @@ class RevocationReason(enum.IntEnum):
 
     @classmethod
     def parse(cls, text: str) -> RevocationReason:
+        """A reason a subscriber certificate may be revoked for, by name or code."""
+        choices = ", ".join(r.label for r in SUBSCRIBER_REASONS)
         for reason in cls:
             if text in (reason.label, reason.name.lower(), str(reason.value)):
+                if reason not in SUBSCRIBER_REASONS:
+                    raise RevocationError(
+                        f"revocation reason {reason.label} is not allowed for a subscriber "
+                        f"certificate (CA/Browser Forum BR 7.2.2); use one of {choices}"
+                    )
                 return reason
-        choices = ", ".join(r.label for r in SUBSCRIBER_REASONS)
         raise RevocationError(f"unknown revocation reason {text!r} (use one of {choices})")
 
 

@@ -257,6 +257,11 @@ def test_revocation_reasons_follow_the_baseline_requirements() -> None:
         RevocationRecord(1, b"k", NOW, RevocationReason.CERTIFICATE_HOLD)
     with pytest.raises(ValueError, match="unknown revocation reason"):
         RevocationReason.parse("bored")
+    for forbidden in ("removeFromCRL", "8", "certificateHold", "cACompromise", "aACompromise"):
+        with pytest.raises(
+            ValueError, match=r"not allowed for a subscriber certificate .*BR 7\.2\.2"
+        ):
+            RevocationReason.parse(forbidden)
 
 
 # --- online ---------------------------------------------------------------------------------

@@ -222,8 +222,16 @@ def test_revocation_by_the_requesting_account_only(world: World) -> None:
     assert state.validate(forged) == "revoke: signature does not verify with the account key"
     unknown = sign_revoke(world.env.owner.key, chain, world.env.owner.id, serial + 1, 1)
     assert "is not a certificate of this log" in (state.validate(unknown) or "")
-    hold = sign_revoke(world.env.owner.key, chain, world.env.owner.id, serial, 6)
-    assert "not allowed" in (state.validate(hold) or "")
+    # BR 7.2.2: certificateHold, cACompromise, removeFromCRL and aACompromise never go
+    # on a subscriber certificate's CRL entry (one would break every later CRL).
+    for code, label in ((6, "certificateHold"), (2, "cACompromise"), (8, "removeFromCRL"),
+                        (10, "aACompromise")):  # fmt: skip
+        refused = sign_revoke(world.env.owner.key, chain, world.env.owner.id, serial, code)
+        assert state.validate(refused) == (
+            f"revoke: reason {label} is not allowed for a subscriber certificate (BR 7.2.2)"
+        )
+    unknown_code = sign_revoke(world.env.owner.key, chain, world.env.owner.id, serial, 7)
+    assert state.validate(unknown_code) == "revoke: 7 is not an allowed reason code"
     good = sign_revoke(world.env.owner.key, chain, world.env.owner.id, serial, 1)
     assert state.validate(good) is None
     parent = _block(state, _genesis(state), (op,))
