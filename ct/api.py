@@ -192,8 +192,10 @@ class CTApp:
     async def _add(self, precert: bool, body: bytes) -> Response:
         try:
             doc = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
+        except ValueError:  # UnicodeDecodeError included
             raise _Reply(400, "bad_json", "the body is not JSON") from None
+        except RecursionError:
+            raise _Reply(400, "bad_json", "the body's JSON is nested too deeply") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("chain"), list):
             raise _Reply(400, "bad_json", 'the body must be {"chain": [base64 certificates]}')
         ders = []

@@ -364,6 +364,8 @@ class ApiApp:
             doc = json.loads(b"".join(chunks))
         except ValueError:
             raise _Refusal(400, "bad_json", "the body is not JSON") from None
+        except RecursionError:
+            raise _Refusal(400, "bad_json", "the body's JSON is nested too deeply") from None
         if not isinstance(doc, dict):
             raise _Refusal(400, "bad_json", "the body must be a JSON object")
         return doc

@@ -2,8 +2,9 @@
 
 RFC 5280 section 4.2.1.6: a dNSName is in the "preferred name syntax" of RFC 1034
 section 3.5 (letters, digits, hyphens; labels of 1 to 63 octets), with
-internationalised names as A-labels (RFC 5890).  CA/Browser Forum BR 7.1.2.7.12
-adds the wildcard rule: ``*`` only as the whole leftmost label.  RFC 5280
+internationalised names as A-labels (RFC 5890): a label that starts with ``xn--``
+must be a valid one (BR 7.1.4.2).  CA/Browser Forum BR 7.1.2.7.12 adds the
+wildcard rule: ``*`` only as the whole leftmost label.  RFC 5280
 section 4.2.1.10: a dNSName constraint matches the name itself and every name
 formed by adding labels on the left.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+
+import idna
 
 MAX_NAME = 253
 """RFC 1034 section 3.1: 255 octets on the wire, 253 characters in text form."""
@@ -60,6 +63,13 @@ def normalize(name: str) -> str:
             raise DNSNameError(
                 f"{name}: label {label!r} is not 1-63 letters, digits or inner hyphens"
             )
+        if label.startswith("xn--"):
+            try:
+                idna.decode(label)  # IDNA 2008: decodes, and encodes back to the same label
+            except idna.IDNAError:
+                raise DNSNameError(
+                    f"{name}: label {label!r} is not a valid A-label (RFC 5890)"
+                ) from None
     return lowered
 
 

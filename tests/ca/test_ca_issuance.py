@@ -94,6 +94,8 @@ def test_csr_signature_must_verify() -> None:
         (["-a.trust.example"], "not 1-63 letters"),
         (["a_b.trust.example"], "not 1-63 letters"),
         (["w*.trust.example"], "whole leftmost label"),
+        (["xn--zz.trust.example"], "'xn--zz' is not a valid A-label"),
+        (["xn--bcher-kva9.trust.example"], "is not a valid A-label"),
         (["*.trust.example"], "may not cover a whole zone"),
         (["a.trust.example", "A.trust.example"], "appears twice"),
         ([], "names no DNS name"),
@@ -103,6 +105,11 @@ def test_refused_names(names: list[str], message: str) -> None:
     csr, _ = make_csr(names)
     with pytest.raises(IssuanceError, match=message):
         check_csr(csr, POLICY)
+
+
+def test_a_valid_a_label_is_certified() -> None:
+    csr, _ = make_csr(["xn--bcher-kva.trust.example"])  # bücher
+    assert check_csr(csr, POLICY).dns_names == ("xn--bcher-kva.trust.example",)
 
 
 def test_wildcards_only_when_the_policy_allows() -> None:

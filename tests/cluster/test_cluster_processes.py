@@ -244,6 +244,7 @@ def test_bad_requests_get_4xx_and_change_nothing(running: Running) -> None:
     cases: list[tuple[dict[str, Any] | bytes, int, str]] = [
         (b"{not json", 400, "bad_json"),
         (b"[]", 400, "bad_json"),
+        (b"[" * 60_000, 400, "bad_json"),
         ({"csr": "!!", "account": "00", "bundle": "AA=="}, 400, "bad_request"),
         ({**_issue_body(running, csr, bundle), "csr": "AAAA"}, 400, "bad_csr"),
         (_issue_body(running, other_csr, bundle), 400, "bad_proof"),
