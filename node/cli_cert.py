@@ -12,6 +12,7 @@ import argparse
 import base64
 import http.client
 import json
+import os
 import ssl
 import sys
 import textwrap
@@ -104,11 +105,23 @@ def cluster_client(directory: Path, node: str = "v1") -> ApiClient:
 
 
 def make_key_and_csr(names: list[str]) -> tuple[bytes, bytes]:
-    """A new P-256 key (PKCS#8 PEM) and a CSR (DER) for `names` (CN = the first)."""
+    """A new P-256 key (PKCS#8 PEM) and a CSR (DER) for `names`.
+
+    The subject CN is the first name when it fits (X.520: at most 64 characters);
+    the names that count are in subjectAltName.
+    """
+    from trustchain.node.ca.names import DNSNameError, normalize
+
+    for name in names:
+        try:
+            normalize(name)
+        except DNSNameError as exc:
+            raise UserError(f"--name: {exc}") from None
     key = ec.generate_private_key(ec.SECP256R1())
+    cn = [x509.NameAttribute(NameOID.COMMON_NAME, names[0])] if len(names[0]) <= 64 else []
     csr = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .subject_name(x509.Name(cn))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
         .sign(key, hashes.SHA256())
     )
@@ -187,7 +200,12 @@ def epoch_proofs(
     aid = account_id(public)
     if not plot_path.is_file():
         raise UserError(f"--plot {plot_path}: no such file; make one with `trustchain proof plot`")
-    plot = chiapos.DiskProver(str(plot_path))
+    try:
+        plot = chiapos.DiskProver(str(plot_path))
+    except ValueError as exc:  # chiapos: "Invalid plot header magic" and the like
+        raise UserError(
+            f"--plot {plot_path}: not a plot ({exc}); make one with `trustchain proof plot`"
+        ) from None
     try:
         space = make_space_proof(plot, public, aid, beacon, policy)
     except ProverError as exc:
@@ -348,8 +366,8 @@ def register_cert_commands(sub: _Sub) -> None:
 def _serial_of(path: Path) -> int:
     try:
         return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror}") from None
     except ValueError:
         raise UserError(f"{path}: not a PEM certificate") from None
 
@@ -362,12 +380,48 @@ def _fail(exc: ApiError) -> UserError:
     return UserError(f"the node refused: {exc}")
 
 
+def _output_paths(out: Path, with_key: bool) -> Path | None:
+    """Check before any proof is made that the certificate (and its new key) can be
+    saved: a certificate issued but not saved has its names' request spent."""
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a directory; name the certificate file")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: no folder {out.parent}; create it first")
+    if not with_key:
+        return None
+    key_path = out.with_suffix(".key")
+    if key_path == out:
+        raise UserError(
+            f"--out {out}: the new key goes to OUT with .key; name the certificate .pem"
+        )
+    if key_path.exists():
+        raise UserError(
+            f"{key_path} exists: the new private key would replace it; move it away "
+            "or choose another --out"
+        )
+    return key_path
+
+
+def _write_key(path: Path, key_pem: bytes) -> None:
+    """The new private key, mode 0600, in a file that did not exist."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise UserError(f"cannot write the key to {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(key_pem)
+
+
 def cmd_request(args: argparse.Namespace) -> int:
+    _output_paths(args.out, with_key=args.csr is None)
     client = _client(args)
     account = load_account(args.account)
     key_pem = None
     if args.csr is not None:
-        data = args.csr.read_bytes()
+        try:
+            data = args.csr.read_bytes()
+        except OSError as exc:
+            raise UserError(f"--csr {args.csr}: {exc.strerror}") from None
         try:
             csr = (
                 x509.load_pem_x509_csr(data)
@@ -387,16 +441,30 @@ def cmd_request(args: argparse.Namespace) -> int:
         print(f"  {text}", file=sys.stderr, flush=True)
 
     started = time.monotonic()
+    bundle = make_bundle_for(client, account, args.plot, csr_der, progress)
+    key_path = _output_paths(args.out, with_key=key_pem is not None)
+    if key_path is not None and key_pem is not None:
+        _write_key(key_path, key_pem)  # first: a certificate is no use without its key
     try:
-        doc = request_certificate(client, account, args.plot, csr_der, progress)
+        doc = client.call("POST", "/v1/issue", issue_body(account, csr_der, bundle))
     except ApiError as exc:
-        raise _fail(exc) from None
+        if key_path is None:
+            raise _fail(exc) from None
+        if 400 <= exc.status < 500:  # refused: nothing was issued
+            key_path.unlink()
+            raise _fail(exc) from None
+        raise UserError(
+            f"{_fail(exc)}; the new key stays in {key_path} in case it was issued"
+        ) from None
     elapsed = time.monotonic() - started
-    args.out.write_text(doc["certificate"])
-    if key_pem is not None:
-        key_path = args.out.with_suffix(".key")
-        key_path.write_bytes(key_pem)
-        key_path.chmod(0o600)
+    try:
+        args.out.write_text(doc["certificate"])
+    except OSError as exc:
+        raise UserError(
+            f"issued serial {doc['serial']}, but cannot write {args.out}: {exc.strerror}; "
+            f"the certificate is in the log: {doc['certificate']}"
+        ) from None
+    if key_path is not None:
         print(f"key:         {key_path}")
     print(f"certificate: {args.out} (serial {doc['serial']})")
     print(f"SCTs from:   {', '.join(doc['signers'])}")

@@ -350,7 +350,11 @@ def leaf_extensions(
             ),
             False,
         ),
-        _ext(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), False),
+        # RFC 5280 section 4.2.1.6: critical when the subject is empty.
+        _ext(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]),
+            _common_name(dns_names) is None,
+        ),
         _ext(x509.AuthorityKeyIdentifier(issuer.key_id, None, None), False),
         _ext(_policies(), False),
     ]
@@ -359,6 +363,17 @@ def leaf_extensions(
     return extensions
 
 
+CN_MAX = 64
+"""RFC 5280 appendix A (ub-common-name): a commonName has at most 64 characters."""
+
+
+def _common_name(dns_names: Sequence[str]) -> str | None:
+    return next((n for n in dns_names if len(n) <= CN_MAX), None)
+
+
 def leaf_subject(dns_names: Sequence[str]) -> bytes:
-    """BR 7.1.2.7.2: commonName, if present, is one of the SAN entries; we use the first."""
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]).public_bytes()
+    """BR 7.1.2.7.2: commonName, if present, is one of the SAN entries: the first that
+    fits in a commonName.  A certificate whose names are all longer has an empty subject."""
+    cn = _common_name(dns_names)
+    attributes = [] if cn is None else [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    return x509.Name(attributes).public_bytes()

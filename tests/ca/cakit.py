@@ -170,10 +170,9 @@ async def soft_cluster(
 
 def make_csr(names: list[str], key: Any = None, *, cn: str | None = None) -> tuple[bytes, Any]:
     key = key or ec.generate_private_key(ec.SECP256R1())
+    common = cn or (names[0] if names and len(names[0]) <= 64 else None)  # X.520: 64 at most
     builder = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name(
-            [x509.NameAttribute(NameOID.COMMON_NAME, cn or names[0])] if (cn or names) else []
-        )
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)] if common else [])
     )
     if names:
         builder = builder.add_extension(

@@ -197,6 +197,26 @@ async def test_precertificate_profile(cluster: SoftCluster) -> None:
     assert cert.signature_hash_algorithm.name == "sha384"
 
 
+async def test_names_too_long_for_a_common_name(cluster: SoftCluster) -> None:
+    signer, issuer = cluster.issuers["v1"]
+    long = f"{'a' * 50}.{'b' * 20}.trust.example"  # 86 characters: a CN holds 64
+    mixed = await issue_precertificate(
+        signer, issuer, _request([long, "short.trust.example"]), POLICY
+    )
+    cert = x509.load_der_x509_certificate(mixed.der)
+    # BR 7.1.2.7.2: the CN repeats a SAN entry, here the first one that fits.
+    assert cert.subject.rfc4514_string() == "CN=short.trust.example"
+    assert not cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).critical
+    request = _request([long])
+    only_long = await issue_precertificate(signer, issuer, request, POLICY)
+    cert = x509.load_der_x509_certificate(only_long.der)
+    # RFC 5280 section 4.2.1.6: an empty subject makes the SAN extension critical.
+    assert len(cert.subject) == 0
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert san.critical and san.value.get_values_for_type(x509.DNSName) == [long]
+    assert check_precertificate(only_long.der, issuer, request, POLICY)  # validators agree
+
+
 async def test_validity_limits(cluster: SoftCluster) -> None:
     _, issuer = cluster.issuers["v1"]
     with pytest.raises(IssuanceError, match="longer than the policy maximum of 90"):

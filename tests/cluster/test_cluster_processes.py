@@ -417,6 +417,55 @@ def test_cert_commands(running: Running, tmp_path: Path) -> None:
         str(running.plot), "--name", "www.example.org", "--out", str(tmp_path / "y.pem"),
     )  # fmt: skip
     assert outside.returncode == 2 and "name_outside_policy" in outside.stderr, outside.stderr
+    assert not (tmp_path / "y.key").exists()  # refused: its new key is gone again
+    # A name longer than a CN may be (64 characters) is certified in subjectAltName only.
+    long_name = f"{'a' * 50}.{'b' * 20}.{ZONE}"
+    long = _trustchain(
+        "cert", "request", *base, "--account", str(running.account), "--plot",
+        str(running.plot), "--name", long_name, "--out", str(tmp_path / "long.pem"),
+    )  # fmt: skip
+    assert long.returncode == 0, long.stderr
+    issued = x509.load_pem_x509_certificate((tmp_path / "long.pem").read_bytes())
+    assert issued.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName) == [long_name]
+    assert len(issued.subject) == 0
+    assert _verify(running, tmp_path / "long.pem") == 0
+    # Where the certificate or its key cannot be saved, nothing is requested.
+    size = running.client("v2").call("GET", "/health")["log_size"]
+    (tmp_path / "taken.key").write_text("an older key\n")
+    unsaved = {
+        str(tmp_path / "no" / "such.pem"): "no folder",
+        str(tmp_path): "is a directory",
+        str(tmp_path / "taken.pem"): "taken.key exists",
+        str(tmp_path / "both.key"): "name the certificate .pem",
+    }
+    for target, message in unsaved.items():
+        r = _trustchain(
+            "cert", "request", *base, "--account", str(running.account), "--plot",
+            str(running.plot), "--name", f"unsaved.{ZONE}", "--out", target,
+        )  # fmt: skip
+        assert r.returncode == 2 and message in r.stderr, (target, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert (tmp_path / "taken.key").read_text() == "an older key\n"
+    assert running.client("v2").call("GET", "/health")["log_size"] == size
+    (tmp_path / "junk.plot").write_bytes(b"not a plot" * 100)
+    mistakes = {
+        ("--name", f"bücher.{ZONE}"): "not ASCII; write internationalised names as A-labels",
+        ("--name", f"{'x' * 70}.{ZONE}"): "is not 1-63 letters",
+        ("--csr", str(tmp_path / "none.csr")): "No such file or directory",
+        ("--plot", str(tmp_path / "junk.plot"), "--name", f"p.{ZONE}"): "not a plot",
+    }
+    for extra, message in mistakes.items():
+        plot = [] if "--plot" in extra else ["--plot", str(running.plot)]
+        r = _trustchain(
+            "cert", "request", *base, "--account", str(running.account), *plot, *extra,
+            "--out", str(tmp_path / "m.pem"),
+        )  # fmt: skip
+        assert r.returncode == 2 and message in r.stderr, (extra, r.stderr)
+        assert "Traceback" not in r.stderr
+    folder = _trustchain("cert", "status", *base, str(tmp_path))
+    assert folder.returncode == 2 and "Is a directory" in folder.stderr, folder.stderr
     bad_serial = _trustchain("cert", "status", "--cluster", d, "--serial", "zz")
     assert bad_serial.returncode == 2 and "--serial zz: not a serial number in hex" in (
         bad_serial.stderr
