@@ -593,6 +593,12 @@ def cmd_crl(args: argparse.Namespace) -> int:
         raise UserError("--days must be 1..10 (CA/Browser Forum BR 4.9.7)")
     config = ceremony.load_hsm_config(args.hsm)
     base = config.path.parent
+    if args.log is not None and not args.log.is_file():
+        # A mistyped log would publish a CRL without the revoked certificates.
+        raise UserError(
+            f"--log {args.log}: no such file; give the revocation log that "
+            "`trustchain ca revoke --log` appends to"
+        )
     log = revocation.RevocationLog(args.log or base / "revocations.jsonl")
     out_dir = args.out_dir or base / "crl"
     out_dir.mkdir(parents=True, exist_ok=True)

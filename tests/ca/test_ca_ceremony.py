@@ -225,6 +225,10 @@ def test_revoke_and_crl(
         == 2
     )
     crl_args = ["ca", "crl", "--hsm", hsm_toml, "--log", str(log), "--out-dir", str(crls)]
+    typo = ["ca", "crl", "--hsm", hsm_toml, "--log", f"{log}x", "--out-dir", str(crls)]
+    assert main(typo) == 2  # not an empty CRL that un-revokes the certificate
+    assert "no such file" in capsys.readouterr().err
+    assert not list(crls.glob("*.crl"))
     assert main(crl_args) == 0
     files = sorted(crls.glob("*.crl"))
     assert len(files) == 1
