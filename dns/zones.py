@@ -170,6 +170,11 @@ def load_zone_file(path: str | os.PathLike[str], origin: str | None = None) -> Z
         raise ZoneError(f"{source}: expected a zone file, found a directory") from None
     except dns.zone.NoSOA:
         raise ZoneError(f"{source}: the zone has no SOA record at its origin") from None
+    except AssertionError:
+        # dnspython asserts on a file without a single record (no origin was learnt).
+        raise ZoneError(
+            f"{source}: no records; a zone needs an SOA and NS records at its origin"
+        ) from None
     except dns.zone.NoNS:
         raise ZoneError(f"{source}: the zone has no NS records at its origin") from None
     except (dns.name.NeedAbsoluteNameOrOrigin, dns.zone.UnknownOrigin):

@@ -41,6 +41,8 @@ import trio
 from aioquic.quic import events as quic_events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.tls import SessionTicket
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from trustchain.dns.authority import AnswerError, Authority, formerr
 from trustchain.dns.doq import (
@@ -132,7 +134,24 @@ def server_configuration(
             f"cannot load the TLS certificate {certificate} with key {private_key}: {exc}; "
             "give a PEM certificate (chain) and its PEM private key"
         ) from None
+    assert configuration.certificate is not None and configuration.private_key is not None
+    if _spki(configuration.certificate.public_key()) != _spki(
+        configuration.private_key.public_key()
+    ):
+        # aioquic does not check; every handshake would fail (TLS decrypt_error).
+        raise UserError(
+            f"--tls-key {private_key} is not the key of --tls-cert {certificate}; "
+            "give the private key the certificate was issued for"
+        )
     return configuration
+
+
+def _spki(key: Any) -> bytes:
+    return bytes(
+        key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 class SessionTicketStore:
@@ -413,10 +432,14 @@ def client_configuration(
         session_ticket=session_ticket,
     )
     if cafile is not None:
+        # aioquic reads the file only at connect: check it now.
         try:
+            x509.load_pem_x509_certificates(Path(cafile).read_bytes())
             configuration.load_verify_locations(cafile=str(cafile))
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            raise UserError(f"--ca {cafile}: cannot load CA certificates: {exc}") from None
+        except OSError as exc:
+            raise UserError(f"--ca {cafile}: {exc.strerror}") from None
+        except (ssl.SSLError, ValueError) as exc:
+            raise UserError(f"--ca {cafile}: not PEM CA certificates ({exc})") from None
     return configuration
 
 

@@ -7,6 +7,8 @@ import dns.message
 import dns.rcode
 import pytest
 import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from doqkit import Tls, make_tls, query, start_server
 
 from trustchain.dns.doq import DoqError
@@ -127,6 +129,24 @@ def test_server_configuration_names_unusable_files(tls: Tls, tmp_path: object) -
         server_configuration(Path("/nonexistent.pem"), tls.key)
     with pytest.raises(UserError, match="cannot load the TLS certificate"):
         server_configuration(tls.key, tls.key)
+    # A key that is not the certificate's: every handshake would fail.
+    other = Path(str(tmp_path)) / "other.key"
+    other.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(UserError, match="is not the key of --tls-cert"):
+        server_configuration(tls.certificate, other)
+    # aioquic reads a client's CA file only when it connects: it is checked up front.
+    garbage = Path(str(tmp_path)) / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(UserError, match="not PEM CA certificates"):
+        client_configuration(cafile=garbage)
+    with pytest.raises(UserError, match="No such file"):
+        client_configuration(cafile=Path("/nonexistent.pem"))
     with pytest.raises(ValueError, match="max_connections_per_address"):
         DoqSettings(max_connections_per_address=0)
 

@@ -116,6 +116,9 @@ def test_origin_can_come_from_the_caller(tmp_path: Path) -> None:
     ("text", "fragment"),
     [
         ("$ORIGIN z.test.\n$TTL 60\n@ NS ns\nns AAAA 2001:db8::1\n", "no SOA"),
+        ("", "no records"),
+        ("; only a comment\n", "no records"),
+        ("$ORIGIN z.test.\n$TTL 60\n", "no records"),
         ("$ORIGIN z.test.\n$TTL 60\n@ SOA ns h 1 2 3 4 5\n", "no NS"),
         (
             "$ORIGIN z.test.\n$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns AAAA 2001:db8::1\n"
