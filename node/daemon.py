@@ -27,6 +27,7 @@ import gc
 import os
 import signal
 import socket
+import ssl
 import time
 from functools import partial
 from typing import Any, cast
@@ -156,7 +157,47 @@ def _status(network: PeerNetwork, consensus: ConsensusDriver) -> str:
     )
 
 
+def _check_files(config: NodeConfig) -> None:
+    """The data folder and the TLS files the HTTPS servers load, checked before anything
+    starts: a mistake is a ConfigError naming the key, not a traceback from inside a
+    server's nursery once the node runs."""
+    if config.data_dir.exists() and not config.data_dir.is_dir():
+        raise ConfigError(f"{config.path}: data_dir {config.data_dir}: not a folder")
+    if config.ct_listen is None and config.api_listen is None:
+        return
+    cert, key = config.server_tls_cert, config.server_tls_key
+    if cert is None or key is None:
+        raise ConfigError(
+            f"{config.path}: ct_listen and api_listen need server_tls_cert and server_tls_key"
+        )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except OSError as exc:
+        raise ConfigError(
+            f"{config.path}: server_tls_cert {cert} with server_tls_key {key}: "
+            f"{_tls_problem(exc)}; give a PEM certificate chain and its PEM private key"
+        ) from None
+    if config.api_listen is not None and config.api_client_ca is not None:
+        try:
+            context.load_verify_locations(config.api_client_ca)
+        except OSError as exc:
+            raise ConfigError(
+                f"{config.path}: api_client_ca {config.api_client_ca}: {_tls_problem(exc)}; "
+                "give the TrustChain root certificate (PEM)"
+            ) from None
+
+
+def _tls_problem(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            return "the key is not the certificate's"
+        return f"not usable ({exc.reason or exc})"
+    return exc.strerror or str(exc)
+
+
 async def run(config: NodeConfig) -> None:
+    _check_files(config)
     me = identity.load(config.name, config.consensus_key, config.tls_certificate)
     check_membership(config, me)
     genesis = load_genesis(config.genesis)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from trustchain.ct import devcerts
 from trustchain.node import identity, localcluster
 from trustchain.node.cli import build_parser
 from trustchain.node.errors import UserError
@@ -88,6 +89,38 @@ def test_node_run_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     result = trustchain("node", "run", "--config", str(tmp_path / "node.toml"))
     assert result.returncode == 2
     assert "unknown key 'port'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_node_run_checks_its_files_before_it_starts(tmp_path: Path) -> None:
+    ca, server = devcerts.make_tls_server()
+    _, other = devcerts.make_tls_server()
+    files = {
+        "tls.pem": server.pem, "tls.key": server.key_pem, "other.key": other.key_pem,
+        "ca.pem": ca.pem, "junk.pem": b"not a certificate\n", "afile": b"",
+    }  # fmt: skip
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    good = {
+        "data_dir": "data", "server_tls_cert": "tls.pem", "server_tls_key": "tls.key",
+        "api_client_ca": "ca.pem",
+    }  # fmt: skip
+    cases = {
+        "data_dir": ("afile", "afile: not a folder"),
+        "server_tls_cert": ("missing.pem", "No such file or directory"),
+        "server_tls_key": ("other.key", "the key is not the certificate's"),
+        "api_client_ca": ("junk.pem", "api_client_ca"),
+    }
+    for key, (value, message) in cases.items():
+        values = {**good, key: value}
+        text = 'name = "v1"\nlisten = "[::1]:7001"\napi_listen = "[::1]:7002"\n'
+        text += "".join(f'{k} = "{v}"\n' for k, v in values.items())
+        (tmp_path / "node.toml").write_text(text)
+        result = trustchain("node", "run", "--config", str(tmp_path / "node.toml"))
+        assert result.returncode == 2, (key, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, (key, result.stderr)
+    (tmp_path / "node.toml").write_bytes(b'name = "v\xe9"\n')  # Latin-1, not UTF-8
+    result = trustchain("node", "run", "--config", str(tmp_path / "node.toml"))
+    assert result.returncode == 2 and "not UTF-8 text" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize(
