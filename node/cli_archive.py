@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from trustchain.node.config import http_url
 from trustchain.node.errors import UserError
 
 
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--region", required=True, help="AWS region of the bucket (us-east-1)")
     p.add_argument("--bucket", required=True, help="the region's CT archive bucket")
-    p.add_argument("--endpoint", help="S3 endpoint URL (a moto server locally)")
+    p.add_argument("--endpoint", type=http_url, help="S3 endpoint URL (a moto server locally)")
     p.add_argument("--ca-bundle", help="PEM file the endpoint's TLS certificate chains to")
     p.add_argument("--prefix", default="", help="key prefix of the log in the bucket")
     p.add_argument("--genesis", default="genesis.toml", help="the chain's genesis file")

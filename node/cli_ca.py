@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from trustchain.node.config import http_url
 from trustchain.node.errors import UserError
 
 if TYPE_CHECKING:
@@ -641,7 +642,7 @@ def _register_verify(sub: _Sub) -> None:
     p.add_argument("--genesis", required=True, type=Path, help="the cluster's genesis file")
     p.add_argument("--root", required=True, type=Path, help="the root certificate (PEM)")
     p.add_argument("--crl", type=Path, action="append", default=[], help="a CRL (repeatable)")
-    p.add_argument("--online", metavar="URL", help="a node's API base URL")
+    p.add_argument("--online", metavar="URL", type=http_url, help="a node's API base URL")
     p.add_argument("--online-cafile", help="CA bundle to check the node's TLS certificate")
     p.add_argument("--at", help="check at this UTC time (ISO 8601) instead of now")
     p.set_defaults(func=cmd_verify)

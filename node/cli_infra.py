@@ -8,6 +8,7 @@ import textwrap
 from importlib import resources
 from typing import Any
 
+from trustchain.node.config import http_url
 from trustchain.node.errors import UserError
 
 _REGION_HELP = "AWS region, e.g. us-west-2 (primary) or us-east-1 (failover)"
@@ -41,7 +42,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     buckets.add_argument("--region", required=True, help=_REGION_HELP)
     buckets.add_argument(
-        "--endpoint", help="S3/KMS endpoint URL instead of AWS's (moto: http://[::1]:PORT)"
+        "--endpoint",
+        type=http_url,
+        help="S3/KMS endpoint URL instead of AWS's (moto: http://[::1]:PORT)",
     )
     buckets.add_argument("--prefix", default="trustchain", help="bucket name prefix")
     buckets.add_argument("--environment", default="prod", help="deployment name (default prod)")

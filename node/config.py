@@ -10,6 +10,7 @@ addresses are refused wherever an address is configured.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import ipaddress
@@ -18,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from trustchain.consensus.proofs.errors import GenesisSectionError
 from trustchain.consensus.proofs.policy import AccountEntry, Policy, parse_accounts, parse_policy
@@ -195,6 +197,17 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+
+
+def http_url(text: str) -> str:
+    """An argparse type: an http(s) URL with a host (botocore and urllib would fail
+    later, with a traceback)."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http(s) URL; write e.g. https://[::1]:8443"
+        )
+    return text
 
 
 # --- node config ------------------------------------------------------------------

@@ -135,6 +135,11 @@ def restore(
     ca = load_ca_genesis(genesis_path)
     origin = f"{genesis.chain_id}.ct.trustchain"
     voters = ca.checkpoint_voters(origin)
+    if not voters:
+        raise RestoreError(
+            f"{genesis_path}: no validator with a CT log key (the [ca] section); give the "
+            "cluster's genesis file, with the [ca] section `trustchain ca init` writes"
+        )
     where = f"{archive.region}: s3://{archive.bucket}/{archive.prefix}"
     warnings: list[str] = []
 

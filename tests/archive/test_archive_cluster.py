@@ -507,6 +507,21 @@ def test_restore_from_a_bucket_that_is_not_there_says_so(
     assert "NoSuchBucket" in err
     assert "Traceback" not in err
     assert not target.exists()
+    # A genesis without the [ca] section names no log keys to check the archive with.
+    bare = tmp_path / "bare.toml"
+    text = (archived.dir / "genesis.toml").read_text()
+    bare.write_text(text[: text.index("\n[ca]\n")] + text[text.index("\n[policy]\n") :])
+    argv[argv.index("--genesis") + 1] = str(bare)
+    argv[argv.index("--bucket") + 1] = region.bucket
+    assert main(argv) == 2
+    assert "no validator with a CT log key" in capsys.readouterr().err
+    assert not target.exists()
+    # An endpoint that is not a URL.
+    argv[argv.index("--endpoint") + 1] = "notaurl"
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "argument --endpoint: 'notaurl' is not an http(s) URL" in capsys.readouterr().err
 
 
 def test_restore_refuses_a_checkpoint_older_than_the_one_in_dir(

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
-from trustchain.node.config import ConfigError, load_genesis, load_node_config, parse_address
+from trustchain.node.config import (
+    ConfigError,
+    http_url,
+    load_genesis,
+    load_node_config,
+    parse_address,
+)
 
 KEY_A = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
 KEY_B = "IKJ9x7ZtWjqIbUM3JdvZo1JZNhbZ+Q3WbO5AkGJ2DlM="
@@ -127,3 +134,10 @@ def test_ipv6_addresses_parse(text: str) -> None:
 def test_malformed_addresses_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_address(text)
+
+
+@pytest.mark.parametrize("text", ["notaurl", "ftp://[::1]:21", "http://", "[::1]:8443"])
+def test_url_options_must_be_http_urls(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="is not an http"):
+        http_url(text)
+    assert http_url("https://[::1]:8443") == "https://[::1]:8443"
