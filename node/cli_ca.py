@@ -124,12 +124,26 @@ def _register_init(sub: _Sub) -> None:
     p.set_defaults(func=cmd_init)
 
 
+ROOT_DAYS_MAX = 9132
+"""CA/Browser Forum BR 6.3.2: a root certificate's validity, at most."""
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from trustchain.node.ca import ceremony
     from trustchain.node.ca.schemes import parse_scheme
 
     validators = _csv(args.validators)
     ceremony.check_validator_names(validators)
+    if args.dir.exists() and not args.dir.is_dir():
+        raise UserError(f"--dir {args.dir}: is a file; give a new folder for the ceremony")
+    if not 1 <= args.root_days <= ROOT_DAYS_MAX:
+        raise UserError(
+            f"--root-days: 1..{ROOT_DAYS_MAX} (BR 6.3.2: a root lasts 25 years at most)"
+        )
+    if not 1 <= args.intermediate_days <= args.root_days:
+        raise UserError(
+            f"--intermediate-days: 1..{args.root_days} (an intermediate cannot outlive its root)"
+        )
     policy = _policy(args)
     if args.genesis is not None:
         _check_genesis_names(args.genesis, validators)

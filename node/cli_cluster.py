@@ -155,6 +155,8 @@ def up(directory: Path, nodes: int) -> LocalCluster:
     if nodes < 1:
         raise UserError("--nodes: need at least one validator")
     directory = directory.resolve()
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"--dir {directory}: is a file; give a folder for the cluster")
     if _running(directory):
         raise UserError(f"a cluster is running in {directory}; `trustchain cluster down` first")
     print(f"Setting up {nodes} validators in {directory}/")

@@ -248,6 +248,8 @@ def failover_drill(
     from trustchain.node.localcluster import LocalCluster, NodeProcess, create_full_cluster
     from trustchain.node.restore import restore
 
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"--dir {directory}: is a file; give an empty or new folder")
     if directory.exists():
         if any(directory.iterdir()) and not (directory / "drill.json").exists():
             raise UserError(

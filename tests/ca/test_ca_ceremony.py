@@ -105,6 +105,28 @@ def test_a_ceremony_never_overwrites_keys(
     assert main(["ca", "init", "--dir", "x", "--validators", "v 1"]) == 2
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--root-days", "0"], "--root-days: 1..9132"),
+        (["--root-days", "99999999"], "--root-days: 1..9132"),
+        (["--intermediate-days", "0"], "--intermediate-days: 1..3650"),
+        (["--root-days", "100", "--intermediate-days", "365"], "cannot outlive its root"),
+    ],
+)
+def test_ceremony_arguments_are_checked_before_any_key_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    target = tmp_path / "ca"
+    assert main(["ca", "init", "--dir", str(target), "--validators", "v1", *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not target.exists()
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["ca", "init", "--dir", str(afile), "--validators", "v1"]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
 def _issue(ceremony: Ceremony, tmp_path: Path, name: str, *extra: str) -> Path:
     csr, _ = make_csr([name])
     (tmp_path / f"{name}.csr").write_bytes(csr)

@@ -91,6 +91,15 @@ def test_node_run_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     assert "unknown key 'port'" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_file_where_a_folder_is_due(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for command in (("cluster", "up"), ("drill", "failover")):
+        result = trustchain(*command, "--dir", str(afile))
+        assert result.returncode == 2, result.stderr
+        assert f"--dir {afile}: is a file" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_node_run_checks_its_files_before_it_starts(tmp_path: Path) -> None:
     ca, server = devcerts.make_tls_server()
     _, other = devcerts.make_tls_server()
