@@ -134,14 +134,14 @@ class CTApp:
                     405, "method_not_allowed", f"{path} takes POST", ((b"allow", b"POST"),)
                 )
             return await self._add(self._post[path], await self._body(receive))
+        handler = self._get.get(path)
+        if handler is None and not path.startswith(("/tile/", "/issuer/")):
+            raise _Reply(404, "not_found", f"no such endpoint: {path}")
         if method != "GET":
             raise _Reply(405, "method_not_allowed", f"{path} takes GET", ((b"allow", b"GET"),))
-        handler = self._get.get(path)
         if handler is not None:
             return await handler(self._query(scope))
-        if path.startswith(("/tile/", "/issuer/")):
-            return await self._static(path[1:])
-        raise _Reply(404, "not_found", f"no such endpoint: {path}")
+        return await self._static(path[1:])
 
     # --- input ---------------------------------------------------------------------
 

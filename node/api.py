@@ -235,6 +235,12 @@ def _error_code(reason: str) -> str:
     return part.replace(" ", "_") or "refused"
 
 
+_STATUS_PREFIXES = ("/v1/status/", "/ca/v1/status/")
+_ALLOW_GET = ((b"allow", b"GET"),)
+_ALLOW_POST = ((b"allow", b"POST"),)
+"""RFC 9110 section 15.5.6: a 405 names the methods the resource takes."""
+
+
 class ApiApp:
     """The ASGI application behind port 8443."""
 
@@ -373,13 +379,17 @@ class ApiApp:
     async def _dispatch(self, scope: dict[str, Any], receive: Any) -> tuple[int, Any]:
         self._admit(scope)
         path, method = scope["path"], scope["method"]
-        if method == "POST" and path == "/v1/issue":
-            return await self._issue(await self._body(receive))
-        if method == "POST" and path == "/v1/revoke":
+        if path in ("/v1/issue", "/v1/revoke"):
+            if method != "POST":
+                raise _Refusal(405, "method_not_allowed", f"{path} takes POST", _ALLOW_POST)
+            if path == "/v1/issue":
+                return await self._issue(await self._body(receive))
             return await self._revoke(await self._body(receive))
+        if not self._is_get_endpoint(path):
+            raise _Refusal(404, "not_found", f"no such endpoint: {path}")
         if method != "GET":
-            raise _Refusal(405, "method_not_allowed", f"{method} {path} is not an endpoint")
-        for prefix in ("/v1/status/", "/ca/v1/status/"):
+            raise _Refusal(405, "method_not_allowed", f"{path} takes GET", _ALLOW_GET)
+        for prefix in _STATUS_PREFIXES:
             if path.startswith(prefix):
                 status, doc = await self.public.status_response(path[len(prefix) :])
                 if status == 200:
@@ -393,10 +403,14 @@ class ApiApp:
             return 200, await self._crl()
         if path == "/metrics":
             return 200, self._prometheus()
-        handler = self._get.get(path)
-        if handler is None:
-            raise _Refusal(404, "not_found", f"no such endpoint: {path}")
-        return await handler({})
+        return await self._get[path]({})
+
+    def _is_get_endpoint(self, path: str) -> bool:
+        return (
+            path.startswith(_STATUS_PREFIXES)
+            or path in ("/v1/status", "/v1/crl", "/metrics")
+            or path in self._get
+        )
 
     # --- endpoints -------------------------------------------------------------------
 

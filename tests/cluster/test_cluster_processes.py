@@ -276,18 +276,30 @@ def test_bad_requests_get_4xx_and_change_nothing(running: Running) -> None:
     replay = _post_raw(client, "/v1/issue", _issue_body(running, csr, bundle))
     assert (replay[0], replay[1]["error"]) == (400, "replay"), replay
     assert client.call("GET", "/health")["log_size"] == before + 1
+    # Methods: a 405 names the one the endpoint takes (RFC 9110 15.5.6); no endpoint: 404.
+    for method, path, status, allow in [
+        ("GET", "/v1/issue", 405, "POST"), ("PUT", "/v1/revoke", 405, "POST"),
+        ("POST", "/v1/beacon", 405, "GET"), ("DELETE", "/v1/status/ab", 405, "GET"),
+        ("POST", "/nothing", 404, None), ("GET", "/v1/nothing", 404, None),
+    ]:  # fmt: skip
+        got = _post_raw(client, path, b"", method)
+        assert (got[0], got[2]) == (status, allow), (method, path, got)
+        assert got[1]["error"] == ("method_not_allowed" if status == 405 else "not_found")
 
 
-def _post_raw(client: ApiClient, path: str, body: dict[str, Any] | bytes) -> tuple[int, Any]:
+def _post_raw(
+    client: ApiClient, path: str, body: dict[str, Any] | bytes, method: str = "POST"
+) -> tuple[int, Any, str | None]:
+    """Status, JSON answer and Allow header of one request."""
     import http.client
 
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     host, port = client.url.removeprefix("https://[").split("]:")
     conn = http.client.HTTPSConnection(host, int(port), context=client.context(), timeout=60)
     try:
-        conn.request("POST", path, body=data, headers={"content-type": "application/json"})
+        conn.request(method, path, body=data, headers={"content-type": "application/json"})
         response = conn.getresponse()
-        return response.status, json.loads(response.read())
+        return response.status, json.loads(response.read()), response.getheader("allow")
     finally:
         conn.close()
 

@@ -206,6 +206,8 @@ async def test_bad_input_gets_4xx_json_and_the_log_keeps_working(env: Env) -> No
         ("POST", add, b"x" * (300 * 1024), 413, "body_too_large"),
         ("GET", add, None, 405, "method_not_allowed"),
         ("POST", "/ct/v1/get-sth", b"", 405, "method_not_allowed"),
+        ("POST", "/nothing", b"x", 404, "not_found"),
+        ("DELETE", "/tile/0/000", None, 405, "method_not_allowed"),
         ("GET", "/ct/v1/nope", None, 404, "not_found"),
         ("GET", "/ct/v1/get-entries?start=5&end=2", None, 400, "bad_range"),
         ("GET", "/ct/v1/get-entries?start=99&end=100", None, 400, "bad_range"),
