@@ -447,17 +447,29 @@ class ApiApp:
         }
 
     async def _revoke(self, doc: dict[str, Any]) -> tuple[int, Any]:
+        fields: dict[str, str] = {}
+        for key in ("serial", "reason", "account", "signature"):
+            value = doc.get(key)
+            if key == "reason" and value is None:
+                value = "unspecified"
+            if not isinstance(value, str):
+                raise _Refusal(
+                    400, "bad_request", f"field {key!r}: missing or not a string; expected "
+                    "serial (hex), reason, account (hex), signature (base64)",
+                )  # fmt: skip
+            fields[key] = value
         try:
-            serial = int(doc["serial"], 16)
-            reason = RevocationReason.parse(str(doc.get("reason", "unspecified")))
-            account = bytes.fromhex(doc["account"])
-            signature = base64.b64decode(doc["signature"], validate=True)
-        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            serial = int(fields["serial"], 16)
+            account = bytes.fromhex(fields["account"])
+            signature = base64.b64decode(fields["signature"], validate=True)
+        except (ValueError, binascii.Error):
             raise _Refusal(
-                400,
-                "bad_request",
-                f"expected serial (hex), reason, account (hex), signature ({exc})",
+                400, "bad_request", "expected serial (hex), account (hex), signature (base64)"
             ) from None
+        try:
+            reason = RevocationReason.parse(fields["reason"])
+        except ValueError as exc:
+            raise _Refusal(400, "bad_request", f"field 'reason': {exc}") from None
         if not 0 < serial < 2**159 or len(account) != 20 or len(signature) != 64:
             raise _Refusal(400, "bad_request", "serial, account or signature has a wrong size")
         op = encode_revoke(RevokeRequest(serial, int(reason), account, signature))

@@ -55,7 +55,7 @@ from trustchain.consensus.messages import (
     proposal_digest,
 )
 from trustchain.consensus.proofs.cache import ReplayGuard
-from trustchain.consensus.proofs.codec import decode_signed_operation
+from trustchain.consensus.proofs.codec import decode_signed_operation, msgpack_problem
 from trustchain.consensus.proofs.errors import LedgerError, ProofRejected
 from trustchain.consensus.proofs.ledger import StakeLedger
 from trustchain.consensus.proofs.verifier import BundleVerifier, CheckedBundle
@@ -146,7 +146,7 @@ def _unpack(tag: bytes, op: bytes, keys: dict[str, type]) -> dict[str, Any]:
     try:
         body = msgpack.unpackb(op[len(tag) :], raw=False, strict_map_key=True)
     except Exception as exc:
-        raise OperationError(f"{what}: not valid msgpack ({type(exc).__name__})") from None
+        raise OperationError(f"{what}: not valid msgpack: {msgpack_problem(exc)}") from None
     if not isinstance(body, dict) or set(body) != set(keys):
         raise OperationError(f"{what}: expected exactly the fields {', '.join(sorted(keys))}")
     for key, kind in keys.items():

@@ -116,7 +116,18 @@ def _unpack(data: Any, limit: int) -> Any:
     except Exception as exc:
         # Untrusted bytes: whatever the decoder raises (truncation, bad UTF-8,
         # limits, recursion) is one kind of failure to the caller.
-        raise _Invalid(f"not valid msgpack ({type(exc).__name__})") from None
+        raise _Invalid(f"not valid msgpack: {msgpack_problem(exc)}") from None
+
+
+def msgpack_problem(exc: Exception) -> str:
+    """What a failure to decode untrusted msgpack means, in words."""
+    if isinstance(exc, msgpack.FormatError):
+        return "a byte that starts no msgpack object"
+    if isinstance(exc, msgpack.StackError):
+        return "nested too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        return "a string that is not UTF-8"
+    return str(exc) or type(exc).__name__
 
 
 # --- bundles ------------------------------------------------------------------------

@@ -186,8 +186,11 @@ class CACertificate:
             bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
             ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         except x509.ExtensionNotFound as exc:
+            missing = {x509.BasicConstraints.oid: "basicConstraints"}.get(
+                exc.oid, "subjectKeyIdentifier"
+            )
             raise BuildError(
-                f"{cert.subject.rfc4514_string()} is not a CA certificate ({exc})"
+                f"{cert.subject.rfc4514_string()} is not a CA certificate (it has no {missing})"
             ) from None
         if not bc.ca:
             raise BuildError(f"{cert.subject.rfc4514_string()} is not a CA certificate")

@@ -202,6 +202,15 @@ def test_revoke_end_to_end(running: Running, capsys: pytest.CaptureFixture[str])
         client.call("POST", "/v1/revoke", revoke_body(stranger, chain_id, serial, "keyCompromise"))
     assert refused.value.status == 400
     body = revoke_body(load_account(running.account), chain_id, serial, "keyCompromise")
+    # Malformed fields are named; reasons BR 7.2.2 does not allow are refused.
+    for bad, message in [
+        ({**body, "serial": serial}, "field 'serial': missing or not a string"),
+        ({**body, "signature": None}, "field 'signature': missing or not a string"),
+        ({**body, "reason": "removeFromCRL"}, "reason removeFromCRL is not allowed"),
+    ]:
+        got = _post_raw(client, "/v1/revoke", bad)
+        assert (got[0], got[1]["error"]) == (400, "bad_request"), got
+        assert message in got[1]["message"], got
     answer = client.call("POST", "/v1/revoke", body)
     assert answer["revoked"] is True
     status = running.client("v1").call("GET", f"/v1/status/{serial:x}")

@@ -402,6 +402,15 @@ def test_other_malformed_inputs_are_rejected(made: Made) -> None:
     ]
     for data in cases:
         assert rejected(made, data).proof == "bundle", data
+    # The message says what is wrong in words, not a Python exception's name.
+    words = {
+        b"\xc1": "not valid msgpack: a byte that starts no msgpack object",
+        b"\x92\x01": "not valid msgpack: Unpack failed: incomplete input",
+        b"\x91" * 2040 + b"\xc0": "not valid msgpack: nested too deeply",
+        b"\xa2\xff\xfe": "not valid msgpack: a string that is not UTF-8",
+    }
+    for data, message in words.items():
+        assert str(rejected(made, data)) == f"bundle: {message}"
 
 
 def test_decode_of_valid_shape_keeps_policy_checks_for_the_proofs(made: Made) -> None:
