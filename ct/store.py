@@ -89,6 +89,11 @@ class StoreCorrupt(Exception):
     """
 
 
+class StoreKeyMismatch(StoreCorrupt):
+    """The checkpoint does not verify with the key and origin given: most likely not the
+    ones the directory was started with (else the checkpoint is damaged)."""
+
+
 class StoreLocked(Exception):
     """Another process has the data directory open."""
 
@@ -755,9 +760,7 @@ def _open_locked(
         try:
             cp, timestamp, signature = open_checkpoint(raw, verifier)
         except CheckpointError as exc:
-            raise StoreCorrupt(
-                f"{root}/checkpoint: {exc} (wrong --log-key or --origin for this directory?)"
-            ) from None
+            raise StoreKeyMismatch(f"{root}/checkpoint: {exc}") from None
         _remove_unpublished(files, cp.size)
         try:
             edge = TreeEdge.load(cp.size, lambda t: _required(files, t))

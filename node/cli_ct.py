@@ -158,7 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from trustchain.ct.server import StandaloneConfig, run_standalone
     from trustchain.ct.service import LogParams
     from trustchain.ct.signer import UnusableKeyError, load_p256_signer
-    from trustchain.ct.store import StoreCorrupt, StoreLocked
+    from trustchain.ct.store import StoreCorrupt, StoreKeyMismatch, StoreLocked
     from trustchain.node import log as node_log
 
     try:
@@ -213,11 +213,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         leaf = _first_leaf(exc)
         if isinstance(leaf, StoreLocked):
             raise UserError(f"--data: {leaf}; stop the other `ct serve` first") from None
+        if isinstance(leaf, StoreKeyMismatch):
+            raise UserError(
+                f"--data: {leaf}. Give the --log-key and --origin this directory was started "
+                "with; if they are, the checkpoint is damaged: restore it from a backup"
+            ) from None
         if isinstance(leaf, StoreCorrupt):
             raise UserError(
                 f"--data: the store is damaged: {leaf}. Restore the directory from a backup; "
                 "`trustchain ct verify` shows what is wrong"
             ) from None
+        if isinstance(leaf, OSError) and leaf.filename is not None:
+            raise UserError(f"--data: {leaf.filename}: {leaf.strerror}") from None
         if isinstance(leaf, OSError) and leaf.errno is not None:
             raise UserError(f"cannot serve on {listen}: {leaf.strerror}") from None
         raise

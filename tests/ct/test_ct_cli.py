@@ -136,6 +136,17 @@ def test_serve_survives_sigkill_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
     tile.write_bytes(blob[:-3])
     bad = trustchain("ct", "verify", "--data", str(data), "--log-key", str(key), "--origin", ORIGIN)
     assert bad.returncode == 1 and "DAMAGED: tile/data/000.p/6" in bad.stdout, bad
+    # Another key than the one the directory was started with: said so, not "damaged".
+    other = tmp_path / "other.key"
+    assert trustchain("ct", "keygen", "--out", str(other)).returncode == 0
+    wrong = trustchain(*serve_args(data, other, roots, tls))
+    assert wrong.returncode == 2 and "Give the --log-key and --origin" in wrong.stderr, wrong
+    # A file where the data folder is due.
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    not_dir = trustchain(*serve_args(afile, key, roots, tls))
+    assert not_dir.returncode == 2 and f"--data: {afile}" in not_dir.stderr, not_dir
+    assert "cannot serve on" not in not_dir.stderr
     # The server refuses the damaged store with a message, not a traceback.
     refused = trustchain(*serve_args(data, key, roots, tls))
     assert (

@@ -22,7 +22,7 @@ from trustchain.ct.checkpoint import RFC6962NoteVerifier, open_checkpoint
 from trustchain.ct.sequencer import Sequencer
 from trustchain.ct.service import CTLog, LogParams, LogRequestError
 from trustchain.ct.signer import SoftwareSigner
-from trustchain.ct.store import StoreCorrupt, StoreLocked, open_store
+from trustchain.ct.store import StoreCorrupt, StoreKeyMismatch, StoreLocked, open_store
 from trustchain.ct.tiles import TileID, TreeEdge
 
 
@@ -150,9 +150,9 @@ async def test_wrong_key_or_origin_is_refused(
     built: tuple[Path, bytes], tmp_path: Path, signer: SoftwareSigner
 ) -> None:
     path = copy_log(built, tmp_path)
-    with pytest.raises(StoreCorrupt, match="wrong --log-key"):
+    with pytest.raises(StoreKeyMismatch, match="checkpoint"):
         await CTLog.open(path, new_signer(), ORIGIN)
-    with pytest.raises(StoreCorrupt, match="wrong --log-key"):
+    with pytest.raises(StoreKeyMismatch, match="checkpoint"):
         await CTLog.open(path, signer, "other.example/log")
 
 
