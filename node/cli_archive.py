@@ -128,8 +128,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_drill_failover(args: argparse.Namespace) -> int:
     from trustchain.node.drill import failover_drill
 
-    if args.seconds <= 0 or args.clients < 1:
-        raise UserError("--seconds must be positive and --clients at least 1")
+    if args.seconds <= 0 or args.clients < 1 or args.timeout <= 0:
+        raise UserError("--seconds and --timeout must be positive and --clients at least 1")
     started = time.monotonic()
 
     def progress(text: str) -> None:

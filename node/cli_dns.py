@@ -132,19 +132,37 @@ def _address(flag: str, text: str, *, any_port: bool = False) -> Address:
         raise UserError(f"{flag}: {exc}") from None
 
 
+_FLAGS = {
+    "apex_addresses": "--apex-address",
+    "idle_timeout": "--idle-timeout",
+    "max_open_streams": "--max-open-queries",
+    "max_connections_per_address": "--max-connections-per-address",
+}
+"""The settings' names (as in node.toml's [dns] table) -> this command's flags."""
+
+
+def _flags(message: str) -> str:
+    for name, flag in _FLAGS.items():
+        message = message.replace(name, flag)
+    return message
+
+
 def load_zones(specs: list[str], *, with_default: bool, apex: list[str]) -> list[ZoneIndex]:
     zones: list[ZoneIndex] = []
     try:
         for spec in specs:
             path, _, origin = spec.partition("=")
             zones.append(_load_zone_file(Path(path), origin or None))
-        if with_default:
-            settings = DefaultZoneSettings()
-            if apex:
-                settings = DefaultZoneSettings(apex_addresses=tuple(apex))
-            zones.append(default_zone(settings))
     except ZoneError as exc:
         raise UserError(f"{exc}; fix the zone and start again") from None
+    if with_default:
+        settings = DefaultZoneSettings()
+        if apex:
+            settings = DefaultZoneSettings(apex_addresses=tuple(apex))
+        try:
+            zones.append(default_zone(settings))
+        except ZoneError as exc:
+            raise UserError(_flags(str(exc).removeprefix("config: "))) from None
     if not zones:
         raise UserError("no zone to serve: give --zone FILE (repeatable) or --default-zone")
     return zones
@@ -164,7 +182,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_connections_per_address=args.max_connections_per_address,
         )
     except (ZoneError, ValueError) as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(_flags(str(exc))) from None
     configuration = server_configuration(args.tls_cert, args.tls_key, settings)
     log.configure(args.log_level)
     server = DoqServer(authority, configuration, settings, log=log.get_logger("dns"))

@@ -53,10 +53,16 @@ def cmd_sim(args: argparse.Namespace) -> int:
             print(f"{name:<12} {(mutant.__doc__ or '').splitlines()[0]}")
         return 0
     faults = tuple(FAULTS if args.faults is None else [f for f in args.faults.split(",") if f])
-    if args.nodes < 1 or args.byzantine < 0 or 3 * args.byzantine >= args.nodes:
+    if args.nodes < 1:
+        raise UserError(f"--nodes {args.nodes}: need at least one validator")
+    if args.byzantine < 0:
+        raise UserError(f"--byzantine {args.byzantine}: a count, 0 or more")
+    if 3 * args.byzantine >= args.nodes:
         raise UserError(
             f"--byzantine {args.byzantine} must be below a third of --nodes {args.nodes}"
         )
+    if args.seed is None and args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds}: run at least one seed")
     try:
         config = SimConfig(
             nodes=args.nodes, byzantine=args.byzantine, faults=faults, mutant=args.mutant

@@ -64,3 +64,8 @@ def test_bad_arguments_are_explained() -> None:
     assert "below a third" in sim("--nodes", "3", "--byzantine", "1").stderr
     assert "unknown faults" in sim("--faults", "meteor", "--seeds", "1").stderr
     assert "unknown mutant" in sim("--mutant", "nope", "--seeds", "1").stderr
+    # A run that checks nothing is not a pass.
+    none = sim("--seeds", "0")
+    assert none.returncode == 2 and "run at least one seed" in none.stderr
+    assert "--byzantine -1: a count" in sim("--byzantine", "-1", "--seeds", "1").stderr
+    assert "--nodes 0: need at least one" in sim("--nodes", "0", "--seeds", "1").stderr

@@ -100,6 +100,12 @@ def test_a_file_where_a_folder_is_due(tmp_path: Path) -> None:
         assert f"--dir {afile}: is a file" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_drill_arguments_are_checked_before_it_starts(tmp_path: Path) -> None:
+    result = trustchain("drill", "failover", "--dir", str(tmp_path / "d"), "--timeout", "0")
+    assert result.returncode == 2 and "--timeout must be positive" in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
 def test_node_run_checks_its_files_before_it_starts(tmp_path: Path) -> None:
     ca, server = devcerts.make_tls_server()
     _, other = devcerts.make_tls_server()
