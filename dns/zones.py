@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -254,6 +255,9 @@ def _ipv6(text: str, what: str) -> str:
     return ip.compressed
 
 
+_HOST_LABEL = re.compile(rb"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
 def _label_or_name(text: str, what: str, origin: dns.name.Name) -> dns.name.Name:
     try:
         name = dns.name.from_text(text, origin=origin)
@@ -277,6 +281,13 @@ def default_zone(settings: DefaultZoneSettings | None = None) -> ZoneIndex:
         raise ZoneError(f"config: origin: {s.origin!r} is not a domain name ({exc})") from None
     if origin == dns.name.root:
         raise ZoneError("config: origin: refusing to serve the root zone")
+    for label in origin.labels[:-1]:
+        # RFC 1123 section 2.1 host names: the zone's own names (ns1, ca, ct) are hosts.
+        if not _HOST_LABEL.fullmatch(label):
+            raise ZoneError(
+                f"config: origin: {s.origin!r} is not a host name "
+                "(labels of letters, digits and inner hyphens)"
+            )
     ttl = _uint(s.ttl, 0, MAX_TTL, "ttl")
     serial = _uint(s.serial, 0, 2**32 - 1, "serial")
     timers = [

@@ -82,6 +82,8 @@ def test_default_zone_from_other_values() -> None:
         (DefaultZoneSettings(ttl=-1), "ttl"),
         (DefaultZoneSettings(serial=2**32), "serial"),
         (DefaultZoneSettings(origin="."), "root zone"),
+        (DefaultZoneSettings(origin="not a zone."), "is not a host name"),
+        (DefaultZoneSettings(origin="a_b.example."), "is not a host name"),
     ],
 )
 def test_default_zone_rejects_bad_values(settings: DefaultZoneSettings, fragment: str) -> None:
