@@ -53,12 +53,12 @@ def load_roots(path: Path) -> list[x509.Certificate]:
         pem = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValueError(f"{path} holds no PEM certificates (-----BEGIN CERTIFICATE-----)")
     try:
         roots = x509.load_pem_x509_certificates(pem)
     except ValueError as exc:
         raise ValueError(f"{path}: not a PEM bundle of certificates ({exc})") from None
-    if not roots:
-        raise ValueError(f"{path} holds no certificates")
     return roots
 
 

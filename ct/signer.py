@@ -178,6 +178,9 @@ def load_p256_signer(path: Path) -> SoftwareSigner:
     except (ValueError, TypeError) as exc:
         raise UnusableKeyError(f"{path}: cannot load the private key ({exc})") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        kind = key.curve.name if isinstance(key, ec.EllipticCurvePrivateKey) else type(key).__name__
-        raise UnusableKeyError(f"{path} holds a {kind} key; a CT log key must be ECDSA P-256")
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            kind = f"an ECDSA {key.curve.name}"
+        else:
+            kind = f"an {type(key).__name__.removesuffix('PrivateKey')}"
+        raise UnusableKeyError(f"{path} holds {kind} key; a CT log key must be ECDSA P-256")
     return SoftwareSigner(key)

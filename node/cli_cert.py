@@ -469,7 +469,8 @@ def cmd_request(args: argparse.Namespace) -> int:
     print(f"certificate: {args.out} (serial {doc['serial']})")
     print(f"SCTs from:   {', '.join(doc['signers'])}")
     print(f"log:         leaf {doc['leaf_index']}, block {doc['height']}")
-    print(f"checkpoint:  {doc['checkpoint'].splitlines()[1] if doc['checkpoint'] else '-'}")
+    size = doc["checkpoint"].splitlines()[1] if doc["checkpoint"] else "-"
+    print(f"checkpoint:  tree size {size}, cosigned by a quorum")
     print(f"took {elapsed:.2f} s (proofs included)")
     return 0
 

@@ -175,6 +175,7 @@ def test_serve_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixtu
     tls = tls_files(tmp_path)
     roots = tmp_path / "roots.pem"
     roots.write_bytes(devcerts.make_root().pem)
+    (tmp_path / "empty.pem").write_bytes(b"")
     base = {
         "--data": str(tmp_path / "d"),
         "--roots": str(roots),
@@ -187,10 +188,11 @@ def test_serve_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixtu
     cases = [
         ({"--listen": "127.0.0.1:6962"}, "--listen"),
         ({"--listen": "[::ffff:127.0.0.1]:6962"}, "IPv4-mapped"),
-        ({"--log-key": str(rsa_key)}, "must be ECDSA P-256"),
+        ({"--log-key": str(rsa_key)}, "holds an RSA key; a CT log key must be ECDSA P-256"),
         ({"--log-key": str(tls.cert)}, "not a PKCS #8"),
         ({"--roots": str(tmp_path / "missing.pem")}, "--roots"),
-        ({"--roots": str(key)}, "--roots"),
+        ({"--roots": str(key)}, "holds no PEM certificates"),
+        ({"--roots": str(tmp_path / "empty.pem")}, "holds no PEM certificates"),
         ({"--origin": "has space"}, "--origin"),
         ({"--tls-key": str(key)}, "--tls-cert/--tls-key"),
     ]
