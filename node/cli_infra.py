@@ -111,6 +111,10 @@ def cmd_buckets(args: argparse.Namespace) -> int:
     else:
         names = b.bucket_names(args.prefix, args.environment, args.region)
         pairs = [(kind, names[kind]) for kind in b.KINDS]
+    names_given = [name for _, name in pairs]
+    if len(set(names_given)) != len(names_given):
+        # Each kind has its own lifecycle rules: one bucket cannot hold both.
+        raise UserError(f"--names: give each kind its own bucket ({args.names})")
     for _, name in pairs:
         if not (3 <= len(name) <= 63) or name != name.lower() or name.startswith("-"):
             raise UserError(

@@ -85,6 +85,9 @@ def test_bad_names_are_user_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "not a valid S3 bucket name" in capsys.readouterr().err
     assert main(["infra", "buckets", "--region", "us-west-2", "--names", "logs=x"]) == 2
     assert "ct=NAME,certificates=NAME" in capsys.readouterr().err
+    same = ["infra", "buckets", "--region", "us-west-2", "--names", "ct=one-b,certificates=one-b"]
+    assert main(same) == 2
+    assert "give each kind its own bucket" in capsys.readouterr().err
 
 
 def test_template_and_module_agree(cfn_template: Any) -> None:
