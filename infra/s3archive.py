@@ -35,7 +35,7 @@ from typing import Any, Literal, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 T = TypeVar("T")
 Put = Literal["created", "exists"]
@@ -150,6 +150,10 @@ class S3Archive:
                 last: Exception = exc
                 if code not in RETRYABLE_CODES and code not in CONFLICT_CODES:
                     raise
+            except ParamValidationError as exc:  # e.g. a bucket name S3 cannot have
+                raise ArchiveError(
+                    f"{self.region}: s3://{self.bucket}/{self.prefix}{key}: {what}: {exc}"
+                ) from None
             except BotoCoreError as exc:  # connection refused, timeouts, DNS
                 last = exc
             if attempt == self.retry.attempts:

@@ -82,6 +82,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from trustchain.node.config import ConfigError
     from trustchain.node.restore import RestoreError, restore
 
+    if args.ca_bundle is not None and not Path(args.ca_bundle).is_file():
+        raise UserError(f"--ca-bundle {args.ca_bundle}: no such file")
     client = s3_client(args.region, args.endpoint, ca_bundle=args.ca_bundle)
     archive = S3Archive(client, args.bucket, args.prefix, region=args.region)
     quiet = args.json

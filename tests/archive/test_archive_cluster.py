@@ -516,6 +516,10 @@ def test_restore_from_a_bucket_that_is_not_there_says_so(
     assert main(argv) == 2
     assert "no validator with a CT log key" in capsys.readouterr().err
     assert not target.exists()
+    # A CA bundle that is not there (botocore said "Could not connect to the endpoint").
+    argv[argv.index("--ca-bundle") + 1] = str(tmp_path / "none.pem")
+    assert main(argv) == 2
+    assert f"--ca-bundle {tmp_path / 'none.pem'}: no such file" in capsys.readouterr().err
     # An endpoint that is not a URL.
     argv[argv.index("--endpoint") + 1] = "notaurl"
     with pytest.raises(SystemExit) as exited:

@@ -84,4 +84,9 @@ def test_missing_bucket_is_refused_at_once(regions: dict[str, LocalRegion]) -> N
     with pytest.raises(ArchiveError, match="NoSuchBucket"):
         a.put_immutable("k", b"x")
     assert sleeps == []
+    # A name S3 cannot have is refused by botocore before any request: no retries.
+    bad = S3Archive(region.s3(), "Bad Name!", region="us-west-2", sleep=sleeps.append)
+    with pytest.raises(ArchiveError, match="Invalid bucket name"):
+        bad.get("checkpoint")
+    assert sleeps == []
     assert boto3  # the same client library the real deployment uses
