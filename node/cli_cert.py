@@ -199,7 +199,8 @@ def epoch_proofs(
     public = raw_public_key(account)
     aid = account_id(public)
     if not plot_path.is_file():
-        raise UserError(f"--plot {plot_path}: no such file; make one with `trustchain proof plot`")
+        problem = "not a plot file" if plot_path.exists() else "no such file"
+        raise UserError(f"--plot {plot_path}: {problem}; make one with `trustchain proof plot`")
     try:
         plot = chiapos.DiskProver(str(plot_path))
     except ValueError as exc:  # chiapos: "Invalid plot header magic" and the like
@@ -480,6 +481,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.serial:
         try:
             serial = int(args.serial.removeprefix("0x"), 16)
+            if serial <= 0:
+                raise ValueError("a serial number is positive")
         except ValueError:
             raise UserError(
                 f"--serial {args.serial}: not a serial number in hex (e.g. 5cee7d3134180ce6)"

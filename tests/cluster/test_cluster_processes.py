@@ -476,6 +476,7 @@ def test_cert_commands(running: Running, tmp_path: Path) -> None:
         ("--name", f"{'x' * 70}.{ZONE}"): "is not 1-63 letters",
         ("--csr", str(tmp_path / "none.csr")): "No such file or directory",
         ("--plot", str(tmp_path / "junk.plot"), "--name", f"p.{ZONE}"): "not a plot",
+        ("--plot", "/dev/null", "--name", f"p.{ZONE}"): "/dev/null: not a plot file",
     }
     for extra, message in mistakes.items():
         plot = [] if "--plot" in extra else ["--plot", str(running.plot)]
@@ -491,6 +492,8 @@ def test_cert_commands(running: Running, tmp_path: Path) -> None:
     assert bad_serial.returncode == 2 and "--serial zz: not a serial number in hex" in (
         bad_serial.stderr
     )
+    negative = _trustchain("cert", "status", "--cluster", d, "--serial", "-5")
+    assert negative.returncode == 2 and "--serial -5: not a serial number" in negative.stderr
     # A node that does not answer is not a node that refused.
     port = free_tcp_port()
     nobody = _trustchain(
