@@ -139,7 +139,7 @@ def check_evidence(validators: ValidatorSet, op: bytes) -> Evidence:
         digest = (
             vote_digest(validators.chain_id, block, round, height)
             if kind == "vote"
-            else proposal_digest(validators.chain_id, block)
+            else proposal_digest(validators.chain_id, block, round, height)
         )
         if not validators.verify(who, digest, signature):
             raise InvalidMessage(f"evidence: a signature does not verify for {who}")
@@ -421,7 +421,8 @@ class Core:
             proposer=self.me,
         )
         self.proposed_round = self.round
-        proposal = Proposal(block, tc, self._sign(proposal_digest(self.chain_id, block.id)))
+        digest = proposal_digest(self.chain_id, block.id, block.round, block.height)
+        proposal = Proposal(block, tc, self._sign(digest))
         self._out.send.append((None, proposal))
         self._on_proposal(self.me, proposal, now)
         if self.safety.highest_vote_round < block.round:
@@ -532,7 +533,7 @@ class Core:
         leader = self.validators.leader(block.round)
         if block.proposer != leader:
             raise InvalidMessage(f"round {block.round} belongs to {leader}, not {block.proposer}")
-        self.validators.check_proposal_signature(block.proposer, block.id, proposal.signature)
+        self.validators.check_proposal_signature(block, proposal.signature)
         self._note_signed(
             block.proposer, block.round, "proposal", (block.id, block.height, proposal.signature)
         )

@@ -116,7 +116,7 @@ class Proposal:
     tc: TimeoutCert | None
     """Present when block.qc.round + 1 != block.round."""
     signature: bytes
-    """Proposer's signature over proposal_digest(block.id)."""
+    """Proposer's signature over proposal_digest(block.id, block.round, block.height)."""
 
 
 @dataclass(frozen=True)
@@ -181,8 +181,10 @@ def timeout_digest(chain_id: str, round: int, high_qc_round: int) -> bytes:
     return _h("trustchain-timeout-v1", chain_id, round, high_qc_round)
 
 
-def proposal_digest(chain_id: str, block_id: bytes) -> bytes:
-    return _h("trustchain-proposal-v1", chain_id, block_id)
+def proposal_digest(chain_id: str, block_id: bytes, round: int, height: int) -> bytes:
+    # The round and height are signed, not only inside the block id: evidence of two
+    # proposals in one round carries ids, so the signatures must prove the round.
+    return _h("trustchain-proposal-v2", chain_id, block_id, round, height)
 
 
 @functools.lru_cache(maxsize=2048)

@@ -232,7 +232,13 @@ class ByzantineNode:
     def _sign(self, block: Block) -> Proposal:
         key = self.coalition.keys[self.name]
         return Proposal(
-            block, None, key.sign(proposal_digest(self.coalition.validators.chain_id, block.id))
+            block,
+            None,
+            key.sign(
+                proposal_digest(
+                    self.coalition.validators.chain_id, block.id, block.round, block.height
+                )
+            ),
         )
 
     def _variant(self, block: Block, payload: tuple[bytes, ...], **changes: Any) -> Block:

@@ -15,6 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from trustchain.consensus.messages import (
+    Block,
     QuorumCert,
     TimeoutCert,
     proposal_digest,
@@ -143,6 +144,8 @@ class ValidatorSet:
                 f"tc: power {self.power_of(names)} of {self.total_power} is not more than 2/3"
             )
 
-    def check_proposal_signature(self, proposer: str, block_id: bytes, signature: bytes) -> None:
-        if not self.verify(proposer, proposal_digest(self.chain_id, block_id), signature):
+    def check_proposal_signature(self, block: Block, signature: bytes) -> None:
+        proposer = block.proposer
+        digest = proposal_digest(self.chain_id, block.id, block.round, block.height)
+        if not self.verify(proposer, digest, signature):
             raise InvalidMessage(f"proposal: bad signature from {proposer}")

@@ -805,7 +805,7 @@ class AppCore(Core):
             round=b.round, height=b.height, qc=b.qc, timestamp=b.timestamp + 1, state=b.state,
             payload=b.payload, proposer=b.proposer,
         )  # fmt: skip
-        signature = self._sign(proposal_digest(self.chain_id, twin.id))
+        signature = self._sign(proposal_digest(self.chain_id, twin.id, twin.round, twin.height))
         self._out.send.append((None, Proposal(twin, first.tc, signature)))
 
     def _on_proposal(self, sender: str, proposal: Proposal, now: float) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from consensus_kit import Cluster
 
-from trustchain.consensus.core import Config, check_evidence, evidence_operation
+from trustchain.consensus.core import Config, Evidence, check_evidence, evidence_operation
 from trustchain.consensus.messages import (
     Operation,
     Proposal,
@@ -106,7 +106,9 @@ def test_invalid_operation_gets_no_vote() -> None:
         timestamp=int(c.now * 1000) + 1, state=c.app.execute(parent.state, parent.payload),
         payload=(b"BAD op",), proposer=leader,
     )  # fmt: skip
-    proposal = Proposal(bad, None, c.keys[leader].sign(proposal_digest("test", bad.id)))
+    proposal = Proposal(
+        bad, None, c.keys[leader].sign(proposal_digest("test", bad.id, bad.round, bad.height))
+    )
     voter = next(n for n in c.cores if n != leader)
     out = c.cores[voter].handle(leader, proposal, c.now)
     assert not any(isinstance(m, Vote) for _, m in out.send)
@@ -126,7 +128,9 @@ def test_equivocating_proposals_yield_evidence_and_one_vote() -> None:
             timestamp=int(c.now * 1000) + 1, state=c.app.execute(parent.state, parent.payload),
             payload=(tag,), proposer=leader,
         )  # fmt: skip
-        signature = c.keys[leader].sign(proposal_digest("test", block.id))
+        signature = c.keys[leader].sign(
+            proposal_digest("test", block.id, block.round, block.height)
+        )
         proposals.append(Proposal(block, None, signature))
     first = voter.handle(leader, proposals[0], c.now)
     second = voter.handle(leader, proposals[1], c.now)
@@ -148,6 +152,27 @@ def test_equivocating_proposals_yield_evidence_and_one_vote() -> None:
         check_evidence(voter.validators, evidence_operation(same))
     with pytest.raises(InvalidMessage, match="malformed"):
         check_evidence(voter.validators, op[:-3])
+
+
+def test_two_honest_proposals_of_different_rounds_are_no_evidence() -> None:
+    # A Byzantine validator collects two proposals a leader made in two rounds and
+    # claims they were one round's: the signatures bind each proposal's round.
+    c = Cluster(4)
+    c.run(until=12)
+    by_leader: dict[str, list[Proposal]] = {}
+    for sender, _, m in c.sent:
+        if isinstance(m, Proposal) and m.block.proposer == sender:
+            by_leader.setdefault(sender, []).append(m)
+    leader, proposals = next((n, ps) for n, ps in by_leader.items() if len(ps) >= 2)
+    a, b = proposals[0], proposals[-1]
+    assert a.block.round != b.block.round
+    for claimed in (a.block.round, b.block.round):
+        forged = Evidence(
+            leader, claimed, "proposal",
+            (a.block.id, a.block.height, a.signature), (b.block.id, b.block.height, b.signature),
+        )  # fmt: skip
+        with pytest.raises(InvalidMessage, match="does not verify"):
+            check_evidence(c.cores["n0"].validators, evidence_operation(forged))
 
 
 def test_forged_and_under_quorum_certificates_are_refused() -> None:
@@ -190,7 +215,11 @@ def test_proposal_with_clock_skew_is_refused() -> None:
         timestamp=int((c.now + 60) * 1000), state=c.app.execute(parent.state, parent.payload),
         payload=(), proposer=leader,
     )  # fmt: skip
-    proposal = Proposal(block, None, c.keys[leader].sign(proposal_digest("test", block.id)))
+    proposal = Proposal(
+        block,
+        None,
+        c.keys[leader].sign(proposal_digest("test", block.id, block.round, block.height)),
+    )
     out = core.handle(leader, proposal, c.now)
     assert any("from our clock" in r for r in out.rejected)
     assert not any(isinstance(m, Vote) for _, m in out.send)
