@@ -146,6 +146,12 @@ def check_evidence(validators: ValidatorSet, op: bytes) -> Evidence:
     return Evidence(who, round, kind, pairs[0], pairs[1])
 
 
+ROUNDS_AHEAD = 100
+"""Votes and timeouts for rounds further ahead of ours are not kept: honest validators
+are a round or two apart (a lagging one catches up through the certificates first),
+and a Byzantine one could otherwise fill our memory with rounds we never reach."""
+
+
 @dataclass
 class Output:
     """What the driver must do after an input, in this order:
@@ -250,7 +256,10 @@ class Core:
         self.timeouts: dict[int, dict[str, tuple[int, bytes]]] = {}
         # (validator, round, kind) -> (block id, height, signature): first signed message seen.
         self.seen_signed: dict[tuple[str, int, str], tuple[bytes, int, bytes]] = {}
-        self.evidence_seen: set[tuple[str, int, str]] = set()
+        self.accused: set[str] = set()
+        """Validators this core reported evidence against: one report each (a Byzantine
+        validator signing thousands of conflicting messages gets one punishment, not a
+        mempool full of them)."""
         # Proposals waiting for missing ancestors: block id they need -> proposals.
         self.waiting: dict[bytes, list[tuple[str, Proposal]]] = {}
         self.sync_budget: dict[str, tuple[float, float]] = {}
@@ -320,7 +329,9 @@ class Core:
             elif isinstance(message, SyncResponse):
                 self._on_sync_response(sender, message, now)
             elif isinstance(message, Operation):
-                reason = self._admit(message, now)
+                # The peer that sent it answers for it, whatever the wire says: a peer
+                # must not spend another submitter's share of the mempool.
+                reason = self._admit(Operation(sender, message.data), now)
                 if reason is None:
                     self._maybe_propose(now)
         except InvalidMessage as exc:
@@ -409,8 +420,18 @@ class Core:
         assert basis is not None
         parent, tc = basis
         pending = self._uncommitted_ops(parent)
-        payload = self.mempool.batch(self.config.max_batch, pending)
-        payload = tuple(op for op in payload if self.app.validate(op) is None)
+        valid = []
+        for op in self.mempool.batch(self.config.max_batch, pending):
+            reason = self.app.validate(op)
+            if reason is None:
+                valid.append(op)
+            else:
+                # Valid when admitted, not any more (a replay, evidence against a
+                # validator punished since): waiting will not help, and left at the
+                # head of the mempool it would keep newer operations out of blocks.
+                self.mempool.remove(operation_id(op))
+                self._out.rejected.append(f"operation dropped from the mempool: {reason}")
+        payload = tuple(valid)
         block = make_block(
             round=self.round,
             height=parent.height + 1,
@@ -629,6 +650,8 @@ class Core:
             raise InvalidMessage(f"{vote.voter!r} is not a validator")
         if vote.round < self.round - 1:
             return  # stale
+        if vote.round > self.round + ROUNDS_AHEAD:
+            return  # kept, it would hold memory until we got there
         digest = vote_digest(self.chain_id, vote.block_id, vote.round, vote.height)
         if not self.validators.verify(vote.voter, digest, vote.signature):
             raise InvalidMessage(f"bad vote signature from {vote.voter}")
@@ -692,7 +715,9 @@ class Core:
         self._record_timeout(timeout, now)
 
     def _record_timeout(self, timeout: Timeout, now: float) -> None:
-        if timeout.round < self.round:
+        # Its certificates are processed already: an honest timeout is now at most a
+        # round or so ahead of ours.
+        if not self.round <= timeout.round <= self.round + ROUNDS_AHEAD:
             return
         entries = self.timeouts.setdefault(timeout.round, {})
         entries[timeout.voter] = (timeout.high_qc.round, timeout.signature)
@@ -723,8 +748,8 @@ class Core:
             if len(self.seen_signed) > 100_000:
                 for old in [k for k in self.seen_signed if k[1] < self.round - 1000]:
                     del self.seen_signed[old]
-        elif first[0] != signed[0] and key not in self.evidence_seen:
-            self.evidence_seen.add(key)
+        elif first[0] != signed[0] and who not in self.accused:
+            self.accused.add(who)
             self._out.evidence.append(Evidence(who, round, kind, first, signed))
 
     # --- catch-up ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from consensus_kit import Cluster
 
 from trustchain.consensus.core import Config, Evidence, check_evidence, evidence_operation
+from trustchain.consensus.mempool import MempoolLimits
 from trustchain.consensus.messages import (
     Operation,
     Proposal,
@@ -92,7 +93,64 @@ def test_a_leader_restarted_after_proposing_does_not_propose_again_in_that_round
                 f"{leader} proposed twice in round {m.block.round}"
             )
     assert min(c.height(n) for n in c.cores) >= 8
-    assert not any(core.evidence_seen for core in c.cores.values())
+    assert not any(core.accused for core in c.cores.values())
+
+
+def test_operations_that_became_invalid_leave_the_mempool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Operations valid when they arrived and not any more (e.g. evidence against a
+    # validator punished meanwhile) must not hold newer ones out of blocks until they expire.
+    c = Cluster(4, config=Config(round_timeout=1.0, max_batch=2))
+    c.run(until=2)
+    stale = [b"stale-%d" % i for i in range(6)]
+    for op in stale:
+        c.act("n1", c.cores["n1"].submit(Operation("n1", op), c.now))
+    monkeypatch.setattr(c.app, "validate", lambda op: "gone stale" if op in stale else None)
+    c.act("n1", c.cores["n1"].submit(Operation("n1", b"fresh"), c.now))
+    start = c.now
+    c.run(steps=3000, until=12)
+    committed = [op for b in c.commits["n0"] for op in b.payload]
+    assert committed == [b"fresh"]
+    assert c.now - start < 30  # long before the stale ones' 120 s expiry
+    assert all(len(core.mempool) == 0 for core in c.cores.values())
+
+
+def test_a_peer_answers_for_the_operations_it_gossips() -> None:
+    c = Cluster(4, config=Config(mempool=MempoolLimits(per_submitter=1)))
+    core = c.cores["n0"]
+    # n1 sends an operation in n2's name: it counts against n1's share, not n2's.
+    core.handle("n1", Operation("n2", b"from n1"), c.now)
+    core.handle("n2", Operation("n2", b"from n2"), c.now)
+    core.handle("n1", Operation("n3", b"more from n1"), c.now)  # n1's share is spent
+    assert set(core.mempool.batch(10, set())) == {b"from n1", b"from n2"}
+
+
+def test_a_validator_signing_many_conflicting_votes_is_reported_once() -> None:
+    c = Cluster(4)
+    c.run(until=2)
+    core = c.cores["n0"]
+    key = c.keys["n3"]
+
+    def vote(round: int, block: bytes) -> Vote:
+        signature = key.sign(vote_digest("test", block, round, 5))
+        return Vote(block, round, 5, "n3", signature)
+
+    # Rounds whose next leader is n0, some near, some far ahead.
+    near = [r for r in range(core.round, core.round + 40) if core.validators.leader(r + 1) == "n0"]
+    far = (
+        core.round
+        + 10_000
+        + next(i for i in range(8) if core.validators.leader(core.round + 10_001 + i) == "n0")
+    )
+    evidence = []
+    for r in [*near, far]:
+        for block in (b"\x01" * 32, b"\x02" * 32):
+            evidence += core.handle("n3", vote(r, block), c.now).evidence
+    # One report for the offender (one evidence operation, not one per round)...
+    assert [e.validator for e in evidence] == ["n3"]
+    # ...and nothing kept for a round far ahead of ours.
+    assert far not in core.votes and all(k[1] != far for k in core.seen_signed)
 
 
 def test_invalid_operation_gets_no_vote() -> None:
