@@ -109,6 +109,9 @@ FINAL_WAIT = 10.0
 then for a cosigned checkpoint that covers it."""
 STORE_AFTER_COSIGNED = 0.05
 """Seconds a CT store round waits at most for a quorum to cosign its tree first."""
+SCTS_PER_PEER = 4
+"""SCTs kept per request and validator, the latest: one per block that could commit it (a
+block that did not commit had another timestamp or leaf index)."""
 SERVE_WAIT = 2.0
 """Seconds a status lookup waits for this node's CT store to hold a cosigned entry."""
 BYZANTINE_ENV = "TRUSTCHAIN_TEST_BYZANTINE"
@@ -408,14 +411,17 @@ class NodeApp:
         self._to_cosign_send, self._to_cosign = trio.open_memory_channel[Applied](2**20)
         self._votes_send, self._votes = trio.open_memory_channel[Block](4096)
         self._pending: dict[bytes, _Pending] = {}
-        # op id -> validator name -> SCT; SCTs for requests this node issues.
-        self._scts: dict[bytes, dict[str, SignedCertificateTimestamp]] = {}
+        # op id -> (validator, timestamp, extensions) -> SCT, for requests this node issues.
+        self._scts: dict[bytes, dict[tuple[str, int, bytes], SignedCertificateTimestamp]] = {}
+        self._log_ids = {v.name: v.log_id for v in self.ca.validators}
         self._voters = ca.checkpoint_voters(self.origin)
         self.issued = 0
         self.applied_height = 0
         self.byzantine = byzantine
         """Test-only misbehaviour (BYZANTINE_ENV): "bad-scts" signs SCTs for the wrong
-        leaf, "accept-invalid" proposes and votes for requests that fail validation,
+        leaf, "flood-scts" sends each issuing node 32 junk SCTs per request besides its
+        own (half in the other validators' names), "accept-invalid" proposes and votes
+        for requests that fail validation,
         "equivocate" signs two proposals per round (trustchain.node.state.AppCore);
         and one fault, "slow-store": each CT store round starts SLOW_STORE seconds late."""
         self._nursery: trio.Nursery | None = None
@@ -584,9 +590,20 @@ class NodeApp:
         except ValueError:  # ct._tls.DecodeError is a ValueError
             self.log.warning("app.bad_sct", peer=peer, reason="undecodable")
             return
+        if sct.log_id != self._log_ids.get(peer):
+            # Each validator hands over its own SCTs: one with another's log id is a lie
+            # (or a replay), and would take a place of the real one.
+            self.log.warning("app.bad_sct", peer=peer, reason="not the sender's log id")
+            return
+        # Kept per sender and leaf (a block that did not commit had another timestamp
+        # or index), a few per sender: one validator cannot crowd out the others'.
         by = self._scts.setdefault(oid, {})
-        if len(by) < 4 * len(self.ca.validators):
-            by[f"{peer}/{len(by)}"] = sct
+        key = (peer, sct.timestamp, sct.extensions)
+        if key not in by:
+            mine = [k for k in by if k[0] == peer]
+            if len(mine) >= SCTS_PER_PEER:
+                del by[mine[0]]  # the oldest: a later block is likelier to commit
+        by[key] = sct
         pending = self._pending[oid]
         if pending.committed is not None and not pending.done.is_set():
             self._try_final_soon(oid)
@@ -653,12 +670,26 @@ class NodeApp:
                 by_issuer.setdefault(entry.decoded.request.issuer, []).append(
                     [entry.op_id, sct.encode()]
                 )
+            if "flood-scts" in self.byzantine:
+                for items in by_issuer.values():
+                    items[:0] = [[oid, junk] for oid, _ in list(items) for junk in self._junk()]
             for issuer, items in by_issuer.items():
                 if issuer == self.name:
                     for oid, data in items:
                         self._on_sct(self.name, oid, data)
                 else:
                     self.send(issuer, {"type": "sct", "items": items})
+
+    def _junk(self) -> list[bytes]:
+        """Test-only ("flood-scts"): decodable SCTs that no honest check accepts."""
+        others = [lid for lid in self._log_ids.values() if lid and lid != self.log_id]
+        return [
+            SignedCertificateTimestamp(
+                lid, int(time.time() * 1000) - i, b"", DigitallySigned(4, 3, b"\x30\x00")
+            ).encode()
+            for i in range(16)
+            for lid in (self.log_id, others[i % len(others)])
+        ]
 
     async def _apply_loop(self) -> None:
         async for first in self._applied:

@@ -1,7 +1,8 @@
 """One Byzantine validator of four cannot get a bad certificate issued nor stop good ones.
 
 v4 runs the test-only misbehaviour of trustchain.node.app (BYZANTINE_ENV): it
-signs SCTs for another leaf than the committed one ("bad-scts"), it accepts,
+signs SCTs for another leaf than the committed one ("bad-scts") and sends 32 junk
+SCTs per request with them, half in the honest validators' names ("flood-scts"), it accepts,
 proposes and votes for requests that fail validation ("accept-invalid"), or it
 signs two proposals in each of its rounds ("equivocate").
 """
@@ -34,7 +35,9 @@ ZONE = "trust.hypermesh.online"
 
 def test_one_byzantine_validator(tmp_path: Path) -> None:
     d = tmp_path / "c"
-    cluster = start_with_faults(d, "v4", "bad-scts,accept-invalid", consensus="round_timeout = 0.3")
+    cluster = start_with_faults(
+        d, "v4", "bad-scts,flood-scts,accept-invalid", consensus="round_timeout = 0.3"
+    )
     try:
         account = load_account(d / "accounts" / "demo.key")
         plot = d / "accounts" / "demo.plot"
@@ -79,7 +82,7 @@ def test_one_byzantine_validator(tmp_path: Path) -> None:
         modes = [
             e for e in cluster.node("v4").events() if e.get("event") == "node.byzantine_test_mode"
         ]
-        assert modes and modes[0]["modes"] == ["accept-invalid", "bad-scts"]
+        assert modes and modes[0]["modes"] == ["accept-invalid", "bad-scts", "flood-scts"]
     finally:
         statuses = cluster.stop()
     assert statuses == {"v1": 0, "v2": 0, "v3": 0, "v4": 0}, statuses
