@@ -82,6 +82,8 @@ class Config:
     """A proposal's timestamp may differ from our clock by at most this many seconds."""
     sync_batch: int = 128
     """Blocks per sync response."""
+    keep_committed: int = 1024
+    """Committed blocks kept in memory to answer laggards; older ones come from the store."""
     sync_per_peer_per_second: float = 20.0
     """Sync requests answered per peer per second; more are ignored."""
     max_backoff_exponent: int = 6
@@ -164,13 +166,17 @@ class Output:
     3. `committed`: hand the newly committed blocks, in height order, to the
        application.
     4. `evidence`: equivocation found; the application may commit it.
-    5. `wakeup`: call `tick` at this time at the latest (None: no deadline).
+    5. `history`: answer each (peer, height) with a SyncResponse of the committed
+       blocks above that height read from the store (`Storage.committed_after`):
+       the peer lags further behind than the blocks this core keeps in memory.
+    6. `wakeup`: call `tick` at this time at the latest (None: no deadline).
     """
 
     persist: list[Record] = field(default_factory=list)
     send: list[tuple[str | None, Message]] = field(default_factory=list)
     committed: list[Block] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)
+    history: list[tuple[str, int]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     """Why inputs were refused, for logs and tests."""
     wakeup: float | None = None
@@ -521,21 +527,18 @@ class Core:
             return
         for c in reversed(chain):
             self._out.committed.append(c)
+            self._persist(CommitRecord(c.height, c.id))
             for op in c.payload:
                 self.mempool.committed(op)
         self.committed_height, self.committed_id = block.height, block.id
-        self._persist(CommitRecord(block.height, block.id))
         if block.height % 64 == 0:
             self._prune()
-
-    KEEP_COMMITTED = 1024
-    """Committed blocks kept in memory to answer sync requests from laggards."""
 
     def _prune(self) -> None:
         """Drop fork blocks at or below the committed height and old committed blocks."""
         keep: set[bytes] = set()
         b: Block | None = self.blocks.get(self.committed_id)
-        while b is not None and b.height > self.committed_height - self.KEEP_COMMITTED:
+        while b is not None and b.height > self.committed_height - self.config.keep_committed:
             keep.add(b.id)
             b = self.blocks.get(b.parent_id) if b.height else None
         for bid in [
@@ -774,6 +777,11 @@ class Core:
         while b is not None and b.height > request.from_height and b.id != self.genesis.id:
             chain.append(b)
             b = self.blocks.get(b.parent_id)
+        if b is None and request.from_height < self.committed_height:
+            # The peer lags behind the committed blocks kept in memory: the driver
+            # answers from the store, and the peer asks again from there.
+            self._out.history.append((sender, request.from_height))
+            return
         chain.reverse()
         chain = chain[: self.config.sync_batch]
         if not chain:

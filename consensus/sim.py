@@ -490,6 +490,10 @@ class Simulation:
             if isinstance(message, Proposal) and node.byzantine is None:
                 self._check_proposal(node.name, message)
             self.send(node.name, dest, message)
+        for peer, height in out.history:
+            blocks = node.storage.committed_after(height, node.core.config.sync_batch)
+            if blocks:
+                self.send(node.name, peer, SyncResponse(tuple(blocks), None))
         for block in out.committed:
             self._check_commit(node, block)
         if node.byzantine is None:

@@ -3,7 +3,9 @@
 Contract of `Storage.write(records)`: when it returns, every record is durable
 (on disk with fsync for SQLite); a crash after it returns loses none of them,
 a crash during it loses the whole batch or nothing.  The core never reads
-storage while running; `load()` is called once at start.
+storage while running; `load()` is called once at start.  The driver reads
+committed blocks back (`committed_after`) to answer a peer that lags further
+behind than the blocks the core keeps in memory.
 
 `MemoryStorage` is the simulator's: `write` is durable (it survives
 `crash()`), and `crash()` keeps only what was written.  `SqliteStorage` is the
@@ -46,6 +48,8 @@ class TcRecord:
 
 @dataclass(frozen=True)
 class CommitRecord:
+    """A block committed (written for every committed block, in height order)."""
+
     height: int
     block_id: bytes
 
@@ -72,6 +76,10 @@ class Storage(Protocol):
     def write(self, records: list[Record]) -> None:
         """Make `records` durable before returning (see the module docstring)."""
 
+    def committed_after(self, height: int, limit: int) -> list[Block]:
+        """Up to `limit` committed blocks above `height`, in height order, as far as
+        the store has them without a gap."""
+
 
 def apply(state: PersistedState, records: list[Record]) -> None:
     for r in records:
@@ -94,6 +102,7 @@ class MemoryStorage:
 
     def __init__(self) -> None:
         self._state = PersistedState()
+        self._committed: dict[int, bytes] = {}
         self.writes = 0
 
     def load(self) -> PersistedState:
@@ -105,6 +114,18 @@ class MemoryStorage:
     def write(self, records: list[Record]) -> None:
         self.writes += 1
         apply(self._state, records)
+        for r in records:
+            if isinstance(r, CommitRecord):
+                self._committed[r.height] = r.block_id
+
+    def committed_after(self, height: int, limit: int) -> list[Block]:
+        out = []
+        for h in range(height + 1, height + 1 + limit):
+            block = self._state.blocks.get(self._committed.get(h, b""))
+            if block is None:
+                break
+            out.append(block)
+        return out
 
 
 class SqliteStorage:
@@ -123,6 +144,10 @@ class SqliteStorage:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS blocks (id BLOB PRIMARY KEY, height INTEGER NOT NULL,"
             " data BLOB NOT NULL)"
+        )
+        # The committed chain by height (stores written before it have it from then on).
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS committed (height INTEGER PRIMARY KEY, id BLOB NOT NULL)"
         )
 
     def close(self) -> None:
@@ -154,6 +179,7 @@ class SqliteStorage:
             return
         rows: list[tuple[str, bytes]] = []
         blocks: list[tuple[bytes, int, bytes]] = []
+        committed: list[tuple[int, bytes]] = []
         for r in records:
             if isinstance(r, SafetyRecord):
                 rows.append(
@@ -167,10 +193,25 @@ class SqliteStorage:
                 rows.append(("last_tc", _pack(codec.encode_tc(r.tc))))
             else:
                 rows.append(("commit", _pack([r.height, r.block_id])))
+                committed.append((r.height, r.block_id))
         with self._db:  # one transaction; COMMIT fsyncs the WAL (synchronous=FULL)
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", rows)
             self._db.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?)", blocks)
+            self._db.executemany("INSERT OR REPLACE INTO committed VALUES (?, ?)", committed)
+
+    def committed_after(self, height: int, limit: int) -> list[Block]:
+        rows = self._db.execute(
+            "SELECT c.height, b.data FROM committed c JOIN blocks b ON b.id = c.id"
+            " WHERE c.height > ? ORDER BY c.height LIMIT ?",
+            (height, limit),
+        )
+        out: list[Block] = []
+        for h, data in rows:
+            if h != height + 1 + len(out):
+                break  # a gap (committed before the table existed)
+            out.append(codec.decode_block("stored block", msgpack.unpackb(data)))
+        return out
 
 
 def _pack(value: object) -> bytes:

@@ -235,6 +235,8 @@ class ConsensusSettings:
     """Operations per block."""
     min_block_interval: float = 0.25
     """Seconds a leader waits before proposing an empty block."""
+    keep_committed: int = 1024
+    """Committed blocks kept in memory for laggards (older ones are read from disk)."""
 
 
 @dataclass(frozen=True)
@@ -353,6 +355,7 @@ _CONSENSUS_KEYS = {
     "round_timeout": Key(_seconds(0.05, 600), default=1.0),
     "max_batch": Key(_int_range(1, 10_000), default=1000),
     "min_block_interval": Key(_seconds(0, 60), default=0.25),
+    "keep_committed": Key(_int_range(16, 10_000_000), default=1024),
 }
 
 _PEER_KEYS = {

@@ -27,7 +27,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trustchain.consensus import codec
 from trustchain.consensus.core import Anchor, Application, Config, Core, Evidence, Output
-from trustchain.consensus.messages import Block, Message, Operation, Timeout, Vote, operation_id
+from trustchain.consensus.messages import (
+    Block,
+    Message,
+    Operation,
+    SyncResponse,
+    Timeout,
+    Vote,
+    operation_id,
+)
 from trustchain.consensus.storage import SqliteStorage
 from trustchain.consensus.validators import Member, ValidatorSet
 from trustchain.node.config import Address, Genesis
@@ -205,6 +213,11 @@ class ConsensusDriver:
                     self.network.broadcast(frame)
                 elif to != self.name:
                     self.network.send(to, frame)
+            for peer, height in out.history:
+                blocks = self.storage.committed_after(height, self.core.config.sync_batch)
+                if blocks:
+                    response = SyncResponse(tuple(blocks), None)
+                    self.network.send(peer, {"type": "consensus", "c": codec.encode(response)})
             for block in out.committed:
                 self._committed(block)
             for evidence in out.evidence:

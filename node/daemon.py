@@ -229,6 +229,7 @@ async def run(config: NodeConfig) -> None:
             round_timeout=settings.round_timeout,
             max_batch=settings.max_batch,
             min_block_interval=settings.min_block_interval,
+            keep_committed=settings.keep_committed,
         ),
         get_logger("consensus", node=config.name),
         app=state,

@@ -9,7 +9,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trustchain.consensus.core import Config, Core, Output
-from trustchain.consensus.messages import Block, Message
+from trustchain.consensus.messages import Block, Message, SyncResponse
 from trustchain.consensus.sim import SimApp, _raw
 from trustchain.consensus.storage import MemoryStorage, SqliteStorage, Storage
 from trustchain.consensus.validators import Member, ValidatorSet
@@ -57,6 +57,10 @@ class Cluster:
             self.sent.append((name, to, message))
             for dest in [to] if to else [d for d in self.keys if d != name]:
                 self.queue.append((name, dest, message))
+        for peer, height in out.history:  # as the node's driver does
+            blocks = self.storage[name].committed_after(height, self.cores[name].config.sync_batch)
+            if blocks:
+                self.queue.append((name, peer, SyncResponse(tuple(blocks), None)))
         self.commits[name].extend(out.committed)
         return out
 

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 from consensus_kit import Cluster
 
-from trustchain.consensus.core import Config, Evidence, check_evidence, evidence_operation
+from trustchain.consensus.core import (
+    Config,
+    Evidence,
+    check_evidence,
+    evidence_operation,
+)
 from trustchain.consensus.mempool import MempoolLimits
 from trustchain.consensus.messages import (
     Operation,
@@ -151,6 +156,25 @@ def test_a_validator_signing_many_conflicting_votes_is_reported_once() -> None:
     assert [e.validator for e in evidence] == ["n3"]
     # ...and nothing kept for a round far ahead of ours.
     assert far not in core.votes and all(k[1] != far for k in core.seen_signed)
+
+
+@pytest.mark.parametrize("stored", ["sqlite", "memory"])
+def test_a_node_further_behind_than_the_blocks_kept_in_memory_catches_up(
+    tmp_path: Path, stored: str
+) -> None:
+    # Peers keep only the last `keep_committed` committed blocks in memory; older ones
+    # come from their stores.  (16 here instead of 1024, to stay quick.)
+    config = Config(round_timeout=1.0, keep_committed=16)
+    c = Cluster(4, tmp=tmp_path if stored == "sqlite" else None, config=config)
+    c.run(until=3)
+    c.down.add("n3")
+    c.run(until=300)
+    assert min(len(core.blocks) for n, core in c.cores.items() if n != "n3") < 200
+    c.boot("n3")
+    c.run(until=310)
+    assert c.height("n3") >= 310
+    at = {n: {b.height: b.id for b in c.commits[n]} for n in c.cores}
+    assert all(at[n][h] == at["n0"][h] for n in c.cores for h in range(1, 311))
 
 
 def test_invalid_operation_gets_no_vote() -> None:

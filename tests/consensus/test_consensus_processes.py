@@ -67,3 +67,35 @@ def test_four_processes_commit_survive_sigkill_and_the_restarted_one_catches_up(
         doubles = {r: ids for r, ids in signed_rounds(node.directory).items() if len(ids) > 1}
         assert doubles == {}, f"{node.name} voted twice in rounds {sorted(doubles)}"
     assert signed_rounds(v4.directory)  # it did vote, before and after the crash
+
+
+@pytest.mark.slow
+def test_a_validator_further_behind_than_its_peers_keep_in_memory_catches_up(
+    tmp_path: Path,
+) -> None:
+    # Peers keep the last `keep_committed` committed blocks in memory (1,024 unless
+    # configured); a validator that missed more gets the older ones from their stores.
+    cluster = LocalCluster.create(
+        tmp_path / "c", 4,
+        consensus="round_timeout = 0.2\nmin_block_interval = 0.01\nkeep_committed = 16",
+    )  # fmt: skip
+    cluster.start()
+    v4 = cluster.node("v4")
+    try:
+        assert cluster.wait(lambda ev: all(latest_height(e) >= 5 for e in ev.values()), timeout=30)
+        v4.kill()
+        cluster.nodes.remove(v4)
+        behind = latest_height(v4.events())
+        assert cluster.wait(
+            lambda ev: all(latest_height(e) >= behind + 100 for e in ev.values()), timeout=120
+        )
+        cluster.nodes.append(v4)
+        v4.start()
+        target = max(latest_height(n.events()) for n in cluster.nodes if n is not v4)
+        started = time.monotonic()
+        assert cluster.wait(lambda ev: latest_height(ev["v4"]) >= target, timeout=90), (
+            f"v4 did not catch up from {behind} to {target} in {time.monotonic() - started:.0f} s"
+        )
+    finally:
+        statuses = cluster.stop()
+    assert set(statuses.values()) == {0}
