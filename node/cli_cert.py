@@ -442,7 +442,10 @@ def cmd_request(args: argparse.Namespace) -> int:
         print(f"  {text}", file=sys.stderr, flush=True)
 
     started = time.monotonic()
-    bundle = make_bundle_for(client, account, args.plot, csr_der, progress)
+    try:
+        bundle = make_bundle_for(client, account, args.plot, csr_der, progress)
+    except ApiError as exc:  # the beacon and policy come from the node too
+        raise _fail(exc) from None
     key_path = _output_paths(args.out, with_key=key_pem is not None)
     if key_path is not None and key_pem is not None:
         _write_key(key_path, key_pem)  # first: a certificate is no use without its key

@@ -501,6 +501,14 @@ def test_cert_commands(running: Running, tmp_path: Path) -> None:
         "--client-cert", f"{d}/client/user.pem", "--client-key", f"{d}/client/user.key", str(out),
     )  # fmt: skip
     assert nobody.returncode == 2
+    down = _trustchain(
+        "cert", "request", "--api", f"https://[::1]:{port}", "--cacert", f"{d}/tls/ca.pem",
+        "--client-cert", f"{d}/client/user.pem", "--client-key", f"{d}/client/user.key",
+        "--account", str(running.account), "--plot", str(running.plot), "--name", f"n.{ZONE}",
+        "--out", str(tmp_path / "n.pem"),
+    )  # fmt: skip
+    assert down.returncode == 2 and "is the node up?" in down.stderr, down.stderr
+    assert "Traceback" not in down.stderr
     assert (
         f"cannot reach https://[::1]:{port}" in nobody.stderr and "is the node up?" in nobody.stderr
     )
