@@ -813,7 +813,13 @@ class Core:
             if tip_qc.block_id != response.blocks[-1].id:
                 raise InvalidMessage("sync response qc does not certify its last block")
             self._check_qc(tip_qc)
-        for b in response.blocks:
+        # Each block is certified by the next one's QC; the last by commit_qc, or by a
+        # QC we checked already (a proposal waiting for it, our highest).  Else it is
+        # no one's word but the sender's, and is not kept.
+        last_id = response.blocks[-1].id
+        known = last_id in self.waiting or last_id == self.high_qc.block_id
+        certified = response.blocks if tip_qc is not None or known else response.blocks[:-1]
+        for b in certified:
             parent = self.blocks[b.parent_id]
             if (
                 b.height != parent.height + 1
@@ -826,11 +832,13 @@ class Core:
                 self.blocks[b.id] = b
                 self._persist(BlockRecord(b))
             self._process_qc(b.qc, now)
+        if not certified:
+            return
         if tip_qc is not None:
             self._process_qc(tip_qc, now)
-        for b in response.blocks:
+        for b in certified:
             self._release_waiting(b.id, now)
-        last = response.blocks[-1]
+        last = certified[-1]
         if len(response.blocks) >= self.config.sync_batch and tip_qc is None:
             self._out.send.append((sender, SyncRequest(last.height, self.high_qc.block_id)))
 

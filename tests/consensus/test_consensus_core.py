@@ -19,11 +19,13 @@ from trustchain.consensus.messages import (
     Operation,
     Proposal,
     QuorumCert,
+    SyncResponse,
     Vote,
     make_block,
     proposal_digest,
     vote_digest,
 )
+from trustchain.consensus.storage import BlockRecord
 from trustchain.consensus.validators import InvalidMessage
 
 
@@ -175,6 +177,21 @@ def test_a_node_further_behind_than_the_blocks_kept_in_memory_catches_up(
     assert c.height("n3") >= 310
     at = {n: {b.height: b.id for b in c.commits[n]} for n in c.cores}
     assert all(at[n][h] == at["n0"][h] for n in c.cores for h in range(1, 311))
+
+
+def test_a_sync_response_cannot_slip_in_an_uncertified_block() -> None:
+    c = Cluster(4)
+    c.run(until=3)
+    core = c.cores["n0"]
+    parent = core.blocks[core.high_qc.block_id]
+    made_up = make_block(
+        round=parent.round + 1000, height=parent.height + 1, qc=core.high_qc,
+        timestamp=parent.timestamp + 1, state=b"garbage-state", payload=(b"not an op",),
+        proposer="n2",
+    )  # fmt: skip
+    out = core.handle("n1", SyncResponse((made_up,), None), c.now)
+    assert made_up.id not in core.blocks
+    assert not any(isinstance(r, BlockRecord) for r in out.persist)
 
 
 def test_invalid_operation_gets_no_vote() -> None:
