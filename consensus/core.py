@@ -179,6 +179,9 @@ class Output:
     history: list[tuple[str, int]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     """Why inputs were refused, for logs and tests."""
+    invalid: list[tuple[str, str]] = field(default_factory=list)
+    """(peer, why) for messages refused as invalid: a faulty, hostile or incompatible
+    peer, which operators should hear about (also in `rejected`)."""
     wakeup: float | None = None
 
 
@@ -341,7 +344,9 @@ class Core:
                 if reason is None:
                     self._maybe_propose(now)
         except InvalidMessage as exc:
-            self._out.rejected.append(f"{type(message).__name__.lower()} from {sender}: {exc}")
+            reason = f"{type(message).__name__.lower()} from {sender}: {exc}"
+            self._out.rejected.append(reason)
+            self._out.invalid.append((sender, reason))
         return self._flush(now)
 
     # --- output ---------------------------------------------------------------------

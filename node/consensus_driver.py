@@ -48,6 +48,8 @@ MAX_OP_BYTES = 64 * 1024
 BATCH_INPUTS = 512
 COMMIT_WAIT = 30.0
 PROGRESS_EVERY = 1.0
+INVALID_EVERY = 10.0
+"""Seconds between two warnings about one peer's invalid messages."""
 MAX_IDLE = 5.0
 REJOIN_GRACE = 5.0
 """Seconds a rejoining validator only watches the cluster's rounds (Core.rejoin)."""
@@ -102,6 +104,8 @@ class ConsensusDriver:
         self.network = network
         self.log = log
         self.storage = SqliteStorage(data_dir / "consensus.db")
+        self._invalid: dict[str, tuple[float, int]] = {}
+        """peer -> (when its last invalid message was logged, how many since)."""
         persisted = self.storage.load()
         anchor = epoch.anchor if epoch else None
         # A node whose consensus store is new but whose state is not (restored from the
@@ -229,8 +233,24 @@ class ConsensusDriver:
                     self.on_evidence(evidence)
             for reason in out.rejected:
                 self.log.debug("consensus.rejected", reason=reason)
+            for peer, reason in out.invalid:
+                self._warn_invalid(peer, reason)
         last = outputs[-1].wakeup
         return last if last is not None else math.inf
+
+    def _warn_invalid(self, peer: str, reason: str) -> None:
+        """A warning per peer at most every INVALID_EVERY seconds, with how many more
+        there were: a peer on other code, or a hostile one, must show in the log
+        without filling it."""
+        now = time.monotonic()
+        last, suppressed = self._invalid.get(peer, (-math.inf, 0))
+        if now - last < INVALID_EVERY:
+            self._invalid[peer] = (last, suppressed + 1)
+            return
+        self._invalid[peer] = (now, 0)
+        self.log.warning(
+            "consensus.invalid_message", peer=peer, reason=reason[:300], since_last=suppressed
+        )
 
     def _audit(self, message: Message) -> None:
         """One line per signature this validator gives, for operators and tests."""

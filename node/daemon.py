@@ -24,6 +24,7 @@ is closed before the process exits with status 0.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import signal
 import socket
@@ -103,15 +104,19 @@ async def _serve_messages(
             network.send(peer, reply)
         elif kind == "pong":
             sent = message.get("echo")
-            rtt = (trio.current_time() - sent) * 1000 if isinstance(sent, float) else None
+            rtt = None
+            if isinstance(sent, float) and math.isfinite(sent):  # else not JSON in the log
+                rtt = (trio.current_time() - sent) * 1000
+            seq = message.get("seq")
             log.info(
                 "mesh.pong",
                 peer=peer,
-                seq=message.get("seq"),
+                seq=seq if isinstance(seq, int) else None,
                 rtt_ms=None if rtt is None else round(rtt, 3),
             )
         else:
-            log.warning("mesh.unknown_message", peer=peer, type=str(kind))
+            # The peer chose the type: a bounded repr of it, not a megabyte log line.
+            log.warning("mesh.unknown_message", peer=peer, type=repr(kind)[:80])
 
 
 async def _readiness(

@@ -322,3 +322,13 @@ def test_proposal_with_clock_skew_is_refused() -> None:
     out = core.handle(leader, proposal, c.now)
     assert any("from our clock" in r for r in out.rejected)
     assert not any(isinstance(m, Vote) for _, m in out.send)
+    # An invalid message names its sender for the operator's log (the driver warns).
+    assert [peer for peer, _ in out.invalid] == [leader]
+    # A signature over another round (other code, or a forgery) is invalid too.
+    signed_elsewhere = dataclasses.replace(
+        proposal, signature=c.keys[leader].sign(proposal_digest("test", block.id, 1, 1))
+    )
+    out = core.handle(leader, signed_elsewhere, c.now)
+    assert [r for _, r in out.invalid] == [
+        f"proposal from {leader}: proposal: bad signature from {leader}"
+    ]
