@@ -86,6 +86,7 @@ from trustchain.node.ca.issuance import (
 )
 from trustchain.node.ca.profiles import CACertificate
 from trustchain.node.ca.revocation import RevocationReason
+from trustchain.node.errors import UserError
 from trustchain.node.files import write_durably
 from trustchain.node.log import EventLogger
 from trustchain.node.snapshot import FILE as SNAPSHOT_FILE
@@ -180,7 +181,13 @@ class ReplicatedLog(CTLog):
         assert isinstance(log, ReplicatedLog)
         cosigned = data_dir / "cosigned-checkpoint"
         if cosigned.exists():
-            log.cosigned = cosigned.read_bytes()
+            note = cosigned.read_bytes()
+            try:
+                parse_checkpoint(parse_note(note.decode()).text)
+            except (UnicodeDecodeError, ValueError):
+                # A copy of what the validators sent; the next one replaces it.
+                note = b""
+            log.cosigned = note or None
         return log
 
     def checkpoint(self) -> bytes:
@@ -505,8 +512,11 @@ class NodeApp:
             if self.authority is not None and applied.dns:
                 self._apply_dns(applied)
         if self.ctlog.size != self.state.edge.size:
-            raise RuntimeError(
-                f"the CT store holds {self.ctlog.size} entries, the state {self.state.edge.size}"
+            # E.g. state.db and consensus.db were removed and ct/ was kept.
+            raise UserError(
+                f"{self.data_dir / 'ct'}: the CT store holds {self.ctlog.size} entries, the state "
+                f"{self.state.edge.size}; move the ct folder away too and start again (the node "
+                "rebuilds it from its state)"
             )
         # Uncommitted blocks the core holds: their states must be known to execute children.
         for b in sorted(core_blocks.values(), key=lambda x: x.height):

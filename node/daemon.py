@@ -28,6 +28,7 @@ import math
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import time
 from functools import partial
@@ -37,6 +38,7 @@ import trio
 
 from trustchain.consensus.core import Config, Core
 from trustchain.consensus.messages import Block
+from trustchain.ct.store import StoreCorrupt, StoreLocked
 from trustchain.node import identity
 from trustchain.node.config import Address, ConfigError, Genesis, NodeConfig, load_genesis
 from trustchain.node.consensus_driver import ConsensusDriver, serve_clients, validator_set
@@ -444,14 +446,42 @@ def main(config: NodeConfig) -> int:
     gc.set_threshold(*GC_THRESHOLDS)
     try:
         trio.run(run, config)
+    except _DATA_ERRORS as exc:
+        raise _data_error(config, exc) from None
     except BaseExceptionGroup as group:
         # A configuration mistake found while the services start (an [archive] or
         # [dns] table, say) arrives wrapped by the nurseries: report it as itself.
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        if isinstance(first, _DATA_ERRORS):
+            raise _data_error(config, first) from None
         mistakes, rest = group.split(UserError)
         if mistakes is None or rest is not None:
             raise
-        first: BaseException = mistakes
+        first = mistakes
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
         raise first from None
     return 0
+
+
+_DATA_ERRORS = (StoreLocked, StoreCorrupt, sqlite3.DatabaseError)
+"""A data folder the node cannot start from: said in one line, with what to do."""
+
+
+def _data_error(config: NodeConfig, exc: Exception) -> UserError:
+    """What to do about a data folder the node cannot start from."""
+    data = config.data_dir
+    if isinstance(exc, StoreLocked):
+        return UserError(f"{exc}: another `trustchain node run` uses {data}; stop it first")
+    if isinstance(exc, StoreCorrupt):
+        return UserError(
+            f"{data / 'ct'}: {exc}. Move the ct folder away and start again: the node rebuilds "
+            "its CT store from its state (state.db)"
+        )
+    return UserError(
+        f"a database in {data} is damaged ({exc}): move state.db away to rebuild the state "
+        "from consensus.db, or consensus.db away to rejoin the cluster from its peers "
+        "(never put back an old copy of consensus.db: it would contradict what it signed)"
+    )

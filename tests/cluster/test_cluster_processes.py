@@ -364,6 +364,17 @@ def test_killed_validator_then_catch_up(running: Running) -> None:
     doc, pem = running.request([f"while-down.{ZONE}"], node="v1")
     assert "v4" not in doc["signers"] and len(doc["signers"]) == 3
     assert _verify(running, pem) == 0
+    # A damaged CT store: one line saying what to do, not a traceback.
+    ct = running.dir / "v4" / "ct"
+    tile = max((ct / "tile").rglob("*"), key=lambda t: (t.is_file(), t.stat().st_mtime))
+    blob = tile.read_bytes()
+    tile.write_bytes(blob[:-3])
+    refused = _trustchain("node", "run", "--config", str(v4.config))
+    tile.write_bytes(blob)
+    assert refused.returncode == 2 and "Move the ct folder away" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    # A damaged copy of the last cosigned checkpoint is only a cache: it is replaced.
+    (ct / "cosigned-checkpoint").write_bytes(bytes(64))
     running.starts["v4"] = 2
     v4.start()
     running.wait_ready(["v4"])

@@ -185,6 +185,15 @@ def test_free_ports_are_not_handed_out_twice(monkeypatch: pytest.MonkeyPatch) ->
     assert localcluster.free_udp_ports(2) == [b, c]
 
 
+def test_node_run_says_what_to_do_about_a_damaged_database(tmp_path: Path) -> None:
+    cluster = LocalCluster.create(tmp_path / "c", 2)
+    (cluster.directory / "v1" / "consensus.db").write_bytes(bytes(8192))
+    result = trustchain("node", "run", "--config", str(cluster.node("v1").config))
+    assert result.returncode == 2, result.stderr
+    assert "is damaged" in result.stderr and "consensus.db away to rejoin" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_node_run_refuses_key_that_genesis_does_not_list(tmp_path: Path) -> None:
     cluster = LocalCluster.create(tmp_path / "c", 2)
     other = tmp_path / "other"
