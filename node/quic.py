@@ -445,7 +445,8 @@ class QuicServer:
         self.session_ticket_fetcher = session_ticket_fetcher
         self.session_ticket_handler = session_ticket_handler
         self.local: Addr | None = None
-        self.links: set[QuicLink] = set()
+        self.links: dict[QuicLink, None] = {}
+        """The server's connections, oldest first."""
         # Owned by the reader task: connection ID -> link.
         self._routes: dict[bytes, QuicLink] = {}
         self._per_host: dict[str, int] = {}
@@ -522,11 +523,23 @@ class QuicServer:
         nursery: trio.Nursery,
     ) -> QuicLink | None:
         host = addr[0]
-        if (
-            len(self.links) >= self.max_connections
-            or self._per_host.get(host, 0) >= self.max_connections_per_host
-        ):
-            return None  # the client retries its Initial and gives up on its own
+        full = len(self.links) >= self.max_connections
+        if full or self._per_host.get(host, 0) >= self.max_connections_per_host:
+            # The oldest connection still in its handshake (of this host, if the host is
+            # what is full) gives way: a flood of Initials that never finish must not
+            # keep real clients out.  Else the client retries and gives up on its own.
+            victim = next(
+                (
+                    old
+                    for old in self.links
+                    if not old.handshake_complete and (full or old.remote[0] == host)
+                ),
+                None,
+            )
+            if victim is None:
+                return None
+            victim.abort("evicted during its handshake by a newer connection")
+            self._forget(victim)
         quic = QuicConnection(
             configuration=_for_path(self.configuration, addr, self.loopback_datagram),
             original_destination_connection_id=original_cid,
@@ -535,7 +548,7 @@ class QuicServer:
         )
         link = QuicLink(quic, addr, send, acks=self.acks)
         link.handler = _Routing(self, link, self.handler_factory(link))
-        self.links.add(link)
+        self.links[link] = None
         self._per_host[host] = self._per_host.get(host, 0) + 1
         self._routes[original_cid] = link
         self._routes[quic.host_cid] = link
@@ -543,7 +556,9 @@ class QuicServer:
         return link
 
     def _forget(self, link: QuicLink) -> None:
-        self.links.discard(link)
+        if link not in self.links:
+            return  # evicted earlier
+        del self.links[link]
         host = link.remote[0]
         self._per_host[host] -= 1
         if not self._per_host[host]:

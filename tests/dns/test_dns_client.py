@@ -3,10 +3,14 @@ session, closing, and what a client hears when the server goes away."""
 
 from __future__ import annotations
 
+import socket
+import time
+
 import dns.message
 import dns.rcode
 import pytest
 import trio
+from aioquic.quic.connection import QuicConnection
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from doqkit import Tls, make_tls, query, start_server
@@ -200,3 +204,26 @@ async def test_stream_credit_is_the_setting_and_comes_back(tls: Tls, nursery: tr
         await done.wait()
     assert all(isinstance(r, dns.message.Message) for r in results), results
     assert server.stats.queries == 20
+
+
+async def test_handshakes_that_never_finish_give_way_to_a_real_client(
+    tls: Tls, nursery: trio.Nursery
+) -> None:
+    # A flood of Initials from one address, never finished: the server's connections
+    # for that address are full of half-open ones, and a real client still gets in.
+    server, port = await start_server(
+        nursery, tls, settings=DoqSettings(max_connections_per_address=3)
+    )
+    sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    await sock.bind(("::1", 0))
+    for _ in range(15):  # the QUIC server takes 3 + 8 per address (room to say no)
+        half = QuicConnection(configuration=client_configuration(verify=False))
+        half.connect(("::1", port), now=time.time())
+        for data, _ in half.datagrams_to_send(now=time.time()):
+            await sock.sendto(data, ("::1", port))
+    await trio.sleep(0.2)
+    assert server.connections == 11
+    client = await connect(port, tls, nursery)
+    answer = await client.query(query("host.example.test."), timeout=5)
+    assert answer.rcode() == dns.rcode.NOERROR
+    sock.close()
