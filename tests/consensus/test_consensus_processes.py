@@ -9,13 +9,27 @@ from typing import Any
 import pytest
 import trio
 
-from trustchain.node.localcluster import LocalCluster
+from trustchain.node.localcluster import LocalCluster, NodeProcess
 from trustchain.node.opsclient import submit_all
 
 
 def latest_height(events: list[dict[str, Any]]) -> int:
     heights = [e["height"] for e in events if e.get("event") == "consensus.progress"]
     return heights[-1] if heights else 0
+
+
+def restart_and_catch_up(
+    cluster: LocalCluster, node: NodeProcess, *, ahead: int, timeout: float
+) -> None:
+    """Start `node` again from its data directory; it must reach the others' height
+    (plus `ahead` more blocks) within `timeout` seconds."""
+    cluster.nodes.append(node)
+    node.start()
+    target = max(latest_height(n.events()) for n in cluster.nodes if n is not node) + ahead
+    started = time.monotonic()
+    assert cluster.wait(lambda ev: latest_height(ev[node.name]) >= target, timeout=timeout), (
+        f"{node.name} did not catch up to {target} in {time.monotonic() - started:.0f} s"
+    )
 
 
 def signed_rounds(node_dir: Path) -> dict[int, set[str]]:
@@ -53,13 +67,7 @@ def test_four_processes_commit_survive_sigkill_and_the_restarted_one_catches_up(
             timeout=30,
         )
 
-        cluster.nodes.append(v4)
-        v4.start()  # restart from its data directory
-        target = max(latest_height(n.events()) for n in cluster.nodes if n is not v4) + 5
-        started = time.monotonic()
-        assert cluster.wait(lambda ev: latest_height(ev["v4"]) >= target, timeout=60), (
-            f"v4 did not catch up to {target} in {time.monotonic() - started:.0f} s"
-        )
+        restart_and_catch_up(cluster, v4, ahead=5, timeout=60)
     finally:
         statuses = cluster.stop()
     assert set(statuses.values()) == {0}
@@ -89,13 +97,7 @@ def test_a_validator_further_behind_than_its_peers_keep_in_memory_catches_up(
         assert cluster.wait(
             lambda ev: all(latest_height(e) >= behind + 100 for e in ev.values()), timeout=120
         )
-        cluster.nodes.append(v4)
-        v4.start()
-        target = max(latest_height(n.events()) for n in cluster.nodes if n is not v4)
-        started = time.monotonic()
-        assert cluster.wait(lambda ev: latest_height(ev["v4"]) >= target, timeout=90), (
-            f"v4 did not catch up from {behind} to {target} in {time.monotonic() - started:.0f} s"
-        )
+        restart_and_catch_up(cluster, v4, ahead=0, timeout=90)
     finally:
         statuses = cluster.stop()
     assert set(statuses.values()) == {0}
