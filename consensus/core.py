@@ -659,7 +659,7 @@ class Core:
         if vote.round < self.round - 1:
             return  # stale
         if vote.round > self.round + ROUNDS_AHEAD:
-            return  # kept, it would hold memory until we got there
+            return  # not kept: it would hold memory until we got there
         digest = vote_digest(self.chain_id, vote.block_id, vote.round, vote.height)
         if not self.validators.verify(vote.voter, digest, vote.signature):
             raise InvalidMessage(f"bad vote signature from {vote.voter}")
