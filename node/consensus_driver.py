@@ -210,6 +210,10 @@ class ConsensusDriver:
             # and it sits on the commit path of every round.
             self.storage.write(records)
         for out in outputs:
+            for peer, height in out.history:
+                blocks = self.storage.committed_after(height, self.core.config.sync_batch)
+                if blocks:
+                    out.send.append((peer, SyncResponse(tuple(blocks), None)))
             for to, message in out.send:
                 self._audit(message)
                 frame = {"type": "consensus", "c": codec.encode(message)}
@@ -217,11 +221,6 @@ class ConsensusDriver:
                     self.network.broadcast(frame)
                 elif to != self.name:
                     self.network.send(to, frame)
-            for peer, height in out.history:
-                blocks = self.storage.committed_after(height, self.core.config.sync_batch)
-                if blocks:
-                    response = SyncResponse(tuple(blocks), None)
-                    self.network.send(peer, {"type": "consensus", "c": codec.encode(response)})
             for block in out.committed:
                 self._committed(block)
             for evidence in out.evidence:

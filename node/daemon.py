@@ -185,7 +185,11 @@ def _check_files(config: NodeConfig) -> None:
             f"{config.path}: server_tls_cert {cert} with server_tls_key {key}: "
             f"{_tls_problem(exc)}; give a PEM certificate chain and its PEM private key"
         ) from None
-    if config.api_listen is not None and config.api_client_ca is not None:
+    if config.api_listen is not None:
+        if config.api_client_ca is None:
+            raise ConfigError(
+                f"{config.path}: api_listen needs api_client_ca (the TrustChain root, PEM)"
+            )
         try:
             context.load_verify_locations(config.api_client_ca)
         except OSError as exc:
@@ -389,8 +393,8 @@ async def _open_app(
         reporter = Reporter(settings, log, archiver=app.archiver)
         await nursery.start(reporter.run)
     if config.ct_listen is not None:
-        if config.server_tls_cert is None or config.server_tls_key is None:
-            raise ConfigError(f"{config.path}: ct_listen needs server_tls_cert and server_tls_key")
+        # Both checked by _check_files.
+        assert config.server_tls_cert is not None and config.server_tls_key is not None
         hc = hypercorn_config(
             config.ct_listen.host, config.ct_listen.port, config.server_tls_cert,
             config.server_tls_key,
@@ -401,12 +405,8 @@ async def _open_app(
     if config.api_listen is not None:
         from trustchain.node.api import serve_api
 
-        if config.server_tls_cert is None or config.server_tls_key is None:
-            raise ConfigError(f"{config.path}: api_listen needs server_tls_cert and server_tls_key")
-        if config.api_client_ca is None:
-            raise ConfigError(
-                f"{config.path}: api_listen needs api_client_ca (the TrustChain root, PEM)"
-            )
+        assert config.server_tls_cert is not None and config.server_tls_key is not None
+        assert config.api_client_ca is not None  # all three checked by _check_files
         _check_tcp_port("api_listen", config.api_listen)
         await nursery.start(
             partial(

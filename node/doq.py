@@ -42,8 +42,8 @@ from aioquic.quic import events as quic_events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.tls import SessionTicket
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
+from trustchain.ct.signer import spki_der
 from trustchain.dns.authority import AnswerError, Authority, formerr
 from trustchain.dns.doq import (
     ALPN,
@@ -135,7 +135,7 @@ def server_configuration(
             "give a PEM certificate (chain) and its PEM private key"
         ) from None
     assert configuration.certificate is not None and configuration.private_key is not None
-    if _spki(configuration.certificate.public_key()) != _spki(
+    if spki_der(configuration.certificate.public_key()) != spki_der(
         configuration.private_key.public_key()
     ):
         # aioquic does not check; every handshake would fail (TLS decrypt_error).
@@ -144,14 +144,6 @@ def server_configuration(
             "give the private key the certificate was issued for"
         )
     return configuration
-
-
-def _spki(key: Any) -> bytes:
-    return bytes(
-        key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
 
 
 class SessionTicketStore:
